@@ -1,0 +1,56 @@
+# randsmooth_nb: two commands.
+#   make test       set up .venv (first time), check notebooks are clean and exported, run all tests
+#   make reproduce  set up .venv (first time), regenerate the paper's tables and figures in paper_figures/
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PRESET ?= quick
+DATA_DIR ?=
+REPRO_ARGS ?=
+
+.PHONY: install test reproduce sync-check clean-check nbtest pytest bench
+
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[dev]"
+	# torchattacks 3.5.1 pins requests~=2.25.1; it is only a test oracle, so keep our environment.
+	$(PY) -m pip install -q --no-deps "torchattacks==3.5.1"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name python3 >/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fails when a notebook in nbs/ is not clean (nbdev_clean changes it).
+clean-check: install
+	@md5sum nbs/*.ipynb > .clean.before
+	@$(BIN)/nbdev_clean
+	@md5sum nbs/*.ipynb > .clean.after
+	@if ! cmp -s .clean.before .clean.after; then diff .clean.before .clean.after; rm -f .clean.*; \
+	  echo "FAIL: notebooks above were not clean; nbdev_clean has now cleaned them: commit the result."; exit 1; fi
+	@rm -f .clean.*
+
+# Fails when randsmooth_nb/ differs from what the notebooks export.
+sync-check: install
+	@find randsmooth_nb -name '*.py' | sort | xargs md5sum > .sync.before
+	@$(BIN)/nbdev_export
+	@find randsmooth_nb -name '*.py' | sort | xargs md5sum > .sync.after
+	@if ! cmp -s .sync.before .sync.after; then diff .sync.before .sync.after; rm -f .sync.*; \
+	  echo "FAIL: the package was out of sync with nbs/; nbdev_export has now updated it: commit the result."; exit 1; fi
+	@rm -f .sync.*
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest: install
+	$(BIN)/pytest -q tests
+
+test: clean-check sync-check nbtest pytest
+
+reproduce: install
+	$(BIN)/randsmooth-reproduce --preset $(PRESET) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(REPRO_ARGS)
+
+bench: install
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/eot_attack.py
+	$(PY) benchmarks/mc_predict.py
