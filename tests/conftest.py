@@ -1,7 +1,12 @@
 """Shared fixtures: tiny synthetic data (16x16, 10 classes) and two tiny networks trained once per session,
 one deterministic (sd=0) and one with Gaussian noise at the input (sd=0.25)."""
+import os, tempfile
 import pytest
 import torch
+
+# Tests never read or write the user's cache (~/.cache/randsmooth may hold real data sets and trained models):
+# everything cached during the session goes to a fresh temporary directory.
+os.environ['RANDSMOOTH_CACHE'] = tempfile.mkdtemp(prefix='randsmooth-test-cache-')
 
 from randsmooth_nb.data import load_dataset, to_model_range
 from randsmooth_nb.training import TrainConfig, train

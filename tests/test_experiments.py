@@ -1,0 +1,387 @@
+"""Tests of the experiment notebooks nbs/exp_*.ipynb (papermill) and of the `randsmooth-reproduce` CLI.
+
+Every notebook runs once at preset='smoke', in the dependency order of `reproduce.NOTEBOOKS`, sharing one model and
+evaluation cache for the whole session (exp_fig1a trains the models the others reuse); then each artifact the
+notebook promises is checked: tables (rows, columns, finite numbers, the paper's values), figures, JSON manifest.
+Parameters are checked against `experiments.NOTEBOOK_PARAMS`, bad values must fail fast with the validation message,
+and the CLI must run, skip what is done, rerun with --force and reject bad arguments with exit code 2.
+
+Set RANDSMOOTH_TEST_ALL_PARAMS=1 to run every bad parameter through papermill on every notebook (36 kernel starts,
+about 3 minutes); by default each notebook gets one of them through papermill (all four kinds are covered) and the
+full matrix runs in-process against the notebooks' own parameter cells.
+"""
+import csv
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from randsmooth_nb.experiments import NOTEBOOK_PARAMS, PRESET_NAMES, check_params
+from randsmooth_nb.reproduce import NOTEBOOKS, main
+
+NBS = Path(__file__).resolve().parent.parent/'nbs'
+EXP = sorted(p.stem for p in NBS.glob('exp_*.ipynb'))
+SMOKE = dict(preset='smoke', device='cpu')
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's numbers, typed in from Pinot et al. (2019), Tables 1 and 2 and Section 5.1 (independent of the library).
+T1 = {'no noise': (0.958, 0.035, 0.034, 0.384),
+      'gaussian 0.01': (0.954, 0.193, 0.294, 0.408), 'gaussian 0.5': (0.824, 0.448, 0.523, 0.587),
+      'laplace 0.01': (0.955, 0.208, 0.313, 0.389), 'laplace 0.5': (0.846, 0.464, 0.494, 0.589)}
+T2 = {'Madry et al.': (0.873, 0.456, 0.468), 'Normal 0.32': (0.876, 0.566, 0.512), 'Laplace 0.32': (0.891, 0.576, 0.502),
+      'Normal 0.5': (0.824, 0.587, 0.489), 'Laplace 0.5': (0.846, 0.589, 0.479)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+def read_csv(p):
+    with open(p, newline='') as f: return list(csv.DictReader(f))
+
+def num(v):
+    "A CSV cell as a finite float (fails on '', 'nan', 'inf' or text)."
+    assert v not in (None, ''), "empty value where a number is expected"
+    x = float(v)
+    assert math.isfinite(x), f"non-finite value {v!r}"
+    return x
+
+def opt(v): return None if v in (None, '') else float(v)
+
+def check_table(out, stem, n_rows, cols, numeric=(), probs=(), caption_has=()):
+    "Both files exist; the CSV has exactly `cols` and `n_rows` rows, finite numbers; the Markdown matches."
+    csv_p, md_p = out/f'{stem}.csv', out/f'{stem}.md'
+    assert csv_p.stat().st_size > 0 and md_p.stat().st_size > 0
+    rows = read_csv(csv_p)
+    assert list(rows[0]) == list(cols), f"{stem}.csv columns {list(rows[0])} != {list(cols)}"
+    assert len(rows) == n_rows, f"{stem}.csv has {len(rows)} rows, expected {n_rows}"
+    for r in rows:
+        for c in numeric: num(r[c])
+        for c in probs: assert 0 <= num(r[c]) <= 1, f"{stem}.{c}={r[c]} is not a probability"
+    md = md_p.read_text().strip().splitlines()
+    assert md[0].startswith('*') and 'preset: smoke' in md[0], f"{stem}.md caption: {md[0]!r}"
+    for s in caption_has: assert s in md[0], f"{stem}.md caption lacks {s!r}: {md[0]!r}"
+    header = [h.strip() for h in md[2].strip('|').split('|')]
+    assert header == list(cols)
+    body = [l for l in md[4:] if l.startswith('|')]
+    assert len(body) == n_rows
+    for l in body:
+        cells = [c.strip() for c in l.strip('|').split('|')]
+        assert len(cells) == len(cols)
+        for c in numeric: assert cells[cols.index(c)] not in ('', 'nan', 'inf', 'None'), f"{stem}.md: empty {c}"
+    return rows
+
+def check_figure(out, stem):
+    for ext in ('png', 'pdf'):
+        p = out/f'{stem}.{ext}'
+        assert p.exists() and p.stat().st_size > 1000, f"missing or empty figure {p.name}"
+    assert (out/f'{stem}.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (out/f'{stem}.pdf').read_bytes()[:5] == b'%PDF-'
+
+def paper_close(v, expected):
+    if expected is None: assert v in ('', None), f"paper value {v!r} where the paper reports none"
+    else: assert v not in ('', None) and abs(float(v) - expected) < 1e-9, f"paper value {v!r} != {expected}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what each notebook promises
+def _fig1a(out):
+    cols = ['distribution', 'sd', 'accuracy', 'se', 'accuracy_vote', 'paper']
+    rows = check_table(out, 'fig1a_accuracy_vs_sd', 5, cols, ['sd', 'accuracy', 'se', 'accuracy_vote'], ['accuracy', 'accuracy_vote'])
+    assert [(r['distribution'], float(r['sd'])) for r in rows] == [('none', 0.0), ('gaussian', 0.1), ('gaussian', 0.5),
+                                                                  ('laplace', 0.1), ('laplace', 0.5)]
+    for r, p in zip(rows, (T1['no noise'][0], None, T1['gaussian 0.5'][0], None, T1['laplace 0.5'][0])): paper_close(r['paper'], p)
+    check_figure(out, 'fig1a_accuracy_vs_sd')
+    return ['fig1a_accuracy_vs_sd']
+
+def _table1(out):
+    cols = ['model', 'distribution', 'sd'] + [f"{c}{s}" for c in ('natural', 'ead', 'cw', 'pgd') for s in ('', '_se', '_paper')]
+    acc = [c for c in cols if c.split('_')[0] in ('natural', 'ead', 'cw', 'pgd') and not c.endswith('_paper')]
+    rows = check_table(out, 'table1', 5, cols, ['sd'] + acc, [c for c in acc if not c.endswith('_se')], ['EoT 2'])
+    assert [r['model'] for r in rows] == list(T1)
+    for r in rows:
+        for c, p in zip(('natural', 'ead', 'cw', 'pgd'), T1[r['model']]): paper_close(r[c + '_paper'], p)
+    dcols = ['model', 'attack', 'n', 'acc_single', 'se_single', 'acc_vote', 'se_vote', 'median_l1', 'median_l2', 'median_linf', 'settings']
+    det = check_table(out, 'table1_details', 20, dcols, dcols[2:-1], ['acc_single', 'acc_vote'])
+    assert {(d['model'], d['attack']) for d in det} == {(m, a) for m in T1 for a in ('natural', 'ead', 'cw', 'pgd')}
+    for d in det:
+        s = json.loads(d['settings'])
+        if d['attack'] == 'natural': assert s == {} and num(d['median_l2']) == 0
+        else: assert s['kind'] == d['attack'] and s['eot'] == (1 if d['model'] == 'no noise' else 2)
+        if d['attack'] == 'pgd': assert num(d['median_linf']) <= 0.06 + 1e-6      # PGD stays in its eps-ball
+        assert int(num(d['n'])) == (64 if d['attack'] == 'natural' else 16)
+    check_figure(out, 'table1')
+    return ['table1', 'table1_details']
+
+def _table2(out):
+    models = ['Madry et al.', 'Normal 0.32', 'Laplace 0.32', 'Normal 0.5', 'Laplace 0.5']    # the paper's column order
+    cols = ['attack'] + [f"{m}{s}" for m in models for s in ('', ' se', ' (paper)')]
+    rows = check_table(out, 'table2', 3, cols, [c for c in cols[1:] if not c.endswith('(paper)')], models)
+    assert [r['attack'] for r in rows] == ['-', 'l_inf PGD-2', 'l2 C&W-2']
+    for i, r in enumerate(rows):
+        for m in models: paper_close(r[m + ' (paper)'], T2[m][i])
+    check_figure(out, 'table2')
+    return ['table2']
+
+def _fig1bc(out):
+    ga = [f"guaranteed@{a}" for a in ('0.05', '0.1', '0.25', '0.5')]
+    cols = ['distribution', 'sd', 'norm', 'accuracy', 'mean_exp_neg_entropy'] + ga + ['largest_alpha_with_bound_above_0']
+    rows = check_table(out, 'fig1bc_guaranteed_accuracy', 4, cols, ['sd', 'accuracy', 'mean_exp_neg_entropy', *ga,
+                       'largest_alpha_with_bound_above_0'], ['accuracy', 'mean_exp_neg_entropy', *ga])
+    assert [(r['distribution'], float(r['sd']), r['norm']) for r in rows] == [
+        ('gaussian', 0.1, 'l2'), ('gaussian', 0.5, 'l2'), ('laplace', 0.1, 'l1'), ('laplace', 0.5, 'l1')]
+    for r in rows:
+        g = [num(r[c]) for c in ga]
+        assert all(a >= b - 1e-12 for a, b in zip(g, g[1:])), f"guarantee not decreasing in alpha: {g}"
+        assert g[0] <= num(r['accuracy']) + 1e-12           # a guarantee never exceeds the accuracy itself
+        assert 0 <= num(r['largest_alpha_with_bound_above_0']) <= 1
+    check_figure(out, 'fig1b_guaranteed_gaussian'); check_figure(out, 'fig1c_guaranteed_laplace')
+    return ['fig1bc_guaranteed_accuracy']
+
+def _eot_sweep(out):
+    cols = ['model', 'attack', 'eot', 'accuracy', 'se', 'accuracy_vote', 'theorem2_guaranteed', 'above_guarantee']
+    rows = check_table(out, 'eot_sweep', 12, cols, ['eot', 'accuracy', 'se', 'accuracy_vote', 'theorem2_guaranteed'],
+                       ['accuracy', 'accuracy_vote', 'theorem2_guaranteed'])
+    assert sorted({int(r['eot']) for r in rows}) == [1, 2, 4]
+    assert {r['model'] for r in rows} == {'gaussian 0.5', 'laplace 0.5'}
+    for r in rows:
+        assert r['above_guarantee'] in ('True', 'False')
+        assert (r['above_guarantee'] == 'True') == (num(r['accuracy']) + 2 * num(r['se']) >= num(r['theorem2_guaranteed']))
+        if 'linf' in r['attack']: assert num(r['theorem2_guaranteed']) == 0     # eps*sqrt(d) ~ 1.66 here: vacuous
+    check_figure(out, 'eot_sweep')
+    return ['eot_sweep']
+
+def _certificates(out):
+    cols = ['model', 'norm', 'radius', 'cohen', 'pixeldp', 'theorem3', 'cohen_paper']
+    rows = check_table(out, 'certificates', 8, cols, ['radius', 'cohen', 'pixeldp', 'theorem3'], ['cohen', 'pixeldp', 'theorem3'])
+    assert [(r['model'], r['norm'], float(r['radius'])) for r in rows] == [
+        (m, n, rad) for m, n in (('gaussian 0.5', 'l2'), ('laplace 0.5', 'l1')) for rad in (0.0, 0.25, 0.5, 1.0)]
+    for m in ('gaussian 0.5', 'laplace 0.5'):
+        for c in ('cohen', 'pixeldp', 'theorem3'):
+            v = [num(r[c]) for r in rows if r['model'] == m]
+            assert all(a >= b - 1e-12 for a, b in zip(v, v[1:])), f"certified accuracy grows with the radius: {m} {c} {v}"
+    # Cohen et al.'s published values (their sigma 0.25 = our sd 0.5; radii doubled), Gaussian rows only
+    cohen = {0.0: None, 0.25: None, 0.5: 0.60, 1.0: 0.43}
+    for r in rows: paper_close(r['cohen_paper'], cohen[float(r['radius'])] if r['model'].startswith('gaussian') else None)
+    check_figure(out, 'certificates')
+    return ['certificates']
+
+def _first_layer(out):
+    cols = ['model', 'noise_at', 'natural', 'natural_se', 'pgd', 'pgd_se', 'mean_exp_neg_entropy', 'guaranteed@0.1', 'guaranteed@0.25']
+    rows = check_table(out, 'first_layer', 4, cols, cols[2:], ['natural', 'pgd', 'mean_exp_neg_entropy', 'guaranteed@0.1', 'guaranteed@0.25'])
+    assert [(r['model'], r['noise_at']) for r in rows] == [('gaussian 0.5', 'first_layer'), ('gaussian 0.5', 'input'),
+                                                           ('laplace 0.5', 'first_layer'), ('laplace 0.5', 'input')]
+    for r in rows: assert num(r['guaranteed@0.25']) <= num(r['guaranteed@0.1']) + 1e-12
+    check_figure(out, 'first_layer_guaranteed')
+    return ['first_layer']
+
+def _cifar100(out):
+    cols = ['model', 'natural', 'natural_se', 'natural_paper', 'pgd', 'pgd_se', 'cw', 'cw_se']
+    rows = check_table(out, 'cifar100', 3, cols, ['natural', 'natural_se', 'pgd', 'pgd_se', 'cw', 'cw_se'], ['natural', 'pgd', 'cw'])
+    assert [r['model'] for r in rows] == ['no noise', 'gaussian 0.5', 'laplace 0.5']
+    for r, p in zip(rows, (0.791, None, None)): paper_close(r['natural_paper'], p)
+    check_figure(out, 'cifar100')
+    return ['cifar100']
+
+def _imagenet(out):
+    cols = ['model', 'natural_top1', 'natural_se', 'natural_paper', 'pgd_top1', 'pgd_se']
+    rows = check_table(out, 'imagenet', 2, cols, ['natural_top1', 'natural_se', 'natural_paper', 'pgd_top1', 'pgd_se'],
+                       ['natural_top1', 'pgd_top1'])
+    assert [r['model'] for r in rows] == ['gaussian 0.5', 'laplace 0.5']
+    for r in rows: paper_close(r['natural_paper'], 0.80)
+    assert not list(out.glob('imagenet*.png'))      # this notebook draws no figure
+    return ['imagenet']
+
+CHECKS = {'exp_fig1a': _fig1a, 'exp_table1': _table1, 'exp_table2': _table2, 'exp_fig1bc': _fig1bc,
+          'exp_eot_sweep': _eot_sweep, 'exp_certificates': _certificates, 'exp_first_layer': _first_layer,
+          'exp_cifar100': _cifar100, 'exp_imagenet': _imagenet}
+FIGURES = {'exp_fig1a': ['fig1a_accuracy_vs_sd'], 'exp_table1': ['table1'], 'exp_table2': ['table2'],
+           'exp_fig1bc': ['fig1b_guaranteed_gaussian', 'fig1c_guaranteed_laplace'], 'exp_eot_sweep': ['eot_sweep'],
+           'exp_certificates': ['certificates'], 'exp_first_layer': ['first_layer_guaranteed'], 'exp_cifar100': ['cifar100'],
+           'exp_imagenet': []}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fixtures: one shared cache, every notebook run once in dependency order
+@pytest.fixture(scope='session')
+def cache_dir(tmp_path_factory): return tmp_path_factory.mktemp('rs_cache')
+
+@pytest.fixture(scope='session')
+def smoke_runs(tmp_path_factory, cache_dir):
+    "Execute every exp notebook at preset smoke, in `NOTEBOOKS` order; name -> (out_dir, error or None, seconds)."
+    root = tmp_path_factory.mktemp('smoke')
+    pf, res = root/'pf', {}
+    for name in NOTEBOOKS:
+        t0, err = time.time(), None
+        try:
+            pm.execute_notebook(str(NBS/f'{name}.ipynb'), str(root/f'{name}.out.ipynb'), kernel_name='python3',
+                                parameters=dict(SMOKE, out_dir=str(pf), cache_dir=str(cache_dir)),
+                                progress_bar=False, cwd=str(root))
+        except Exception as e: err = e
+        res[name] = (pf/'smoke', err, time.time() - t0)
+    print('\nsmoke run times: ' + ', '.join(f"{k} {v[2]:.0f} s" for k, v in res.items()))
+    return res
+
+
+def test_notebook_list_matches_reproduce():
+    "Every exp notebook is run by the CLI, and has a parameter spec; no spec without a notebook."
+    assert sorted(NOTEBOOKS) == EXP == sorted(NOTEBOOK_PARAMS) == sorted(CHECKS)
+    assert NOTEBOOKS[0] == 'exp_fig1a'                  # trains the models the others reuse
+
+
+@pytest.mark.parametrize('name', NOTEBOOKS)
+def test_smoke_artifacts(name, smoke_runs):
+    out, err, secs = smoke_runs[name]
+    if err is not None: pytest.fail(f"{name} failed at preset smoke after {secs:.0f} s:\n{str(err)[-3000:]}")
+    stems = CHECKS[name](out)
+    m = json.loads((out/f'{name}.json').read_text())
+    for k in ('config', 'seed', 'versions', 'git', 'wall_time_s', 'status', 'hardware', 'artifacts'): assert k in m, k
+    assert m['status'] == 'ok' and m['seed'] == 0
+    assert m['config']['notebook'] == name and m['config']['params']['preset'] == 'smoke'
+    assert m['config']['resolved']['arch'] == 'tiny' and m['config']['resolved']['dataset'] == 'synthetic'
+    assert isinstance(m['wall_time_s'], (int, float)) and 0 < m['wall_time_s'] <= secs + 1
+    assert m['versions'].get('torch') and m['versions'].get('python')
+    if m['git'] is not None: assert re.fullmatch(r'[0-9a-f]{40}', m['git']['commit'])
+    o = out.resolve()
+    expected = {o/f'{s}.{e}' for s in stems for e in ('csv', 'md')} | {o/f'{s}.{e}' for s in FIGURES[name] for e in ('png', 'pdf')}
+    got = {Path(a).resolve() for a in m['artifacts']}
+    assert got == expected, got ^ expected
+    assert all(Path(a).stat().st_size > 0 for a in m['artifacts'])
+    assert m['data'] == 'synthetic' and m['models']
+    for v in m['models'].values(): assert v['status'] in ('trained', 'finished', 'cached') and v['key']
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parameters
+@pytest.mark.parametrize('name', EXP)
+def test_parameters_match_spec(name):
+    nb = nbformat.read(NBS/f'{name}.ipynb', as_version=4)
+    assert nb.metadata['kernelspec']['name'] == 'python3'
+    params = pm.inspect_notebook(str(NBS/f'{name}.ipynb'))
+    assert tuple(params) == NOTEBOOK_PARAMS[name]
+    for p in params.values(): assert p['help'].strip(), f"parameter {p['name']} of {name} has no help string"
+    assert params['preset']['default'] == '"paper"'
+    assert all(c in params['preset']['help'] for c in PRESET_NAMES)
+    tagged = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
+    assert len(tagged) == 1
+
+
+@pytest.mark.parametrize('name', EXP)
+def test_nbdev_skips_experiments(name):
+    "The first cell is raw YAML front matter with skip_exec: true, and nbdev's own parser reads it so."
+    from nbdev.process import NBProcessor
+    from nbdev.frontmatter import FrontmatterProc
+    import yaml
+    nb = nbformat.read(NBS/f'{name}.ipynb', as_version=4)
+    c0 = nb.cells[0]
+    assert c0.cell_type == 'raw' and c0.source.startswith('---')
+    assert yaml.safe_load(c0.source.strip().strip('-')) == {'skip_exec': True}
+    fm = NBProcessor(NBS/f'{name}.ipynb', procs=FrontmatterProc, process=True).nb.frontmatter_
+    assert fm.get('skip_exec') is True
+
+
+def _bad_cases(name):
+    sd_key = 'sds' if 'sds' in NOTEBOOK_PARAMS[name] else 'sd'
+    return {'sd': ({sd_key: [-1] if sd_key == 'sds' else -1}, f"{sd_key} must be > 0"),
+            'preset': ({'preset': 'huge'}, "valid choices: paper, quick, smoke"),
+            'dist': ({'dist': 'cauchy'}, "valid choices: both, gaussian, laplace"),
+            'unknown': ({'sdd': 1}, "unknown parameter")}
+
+KINDS = ('sd', 'preset', 'dist', 'unknown')
+ALL = os.environ.get('RANDSMOOTH_TEST_ALL_PARAMS', '') not in ('', '0')
+# each kernel start costs ~5 s here: by default every kind of bad value once through papermill (sd twice: `sd` and
+# exp_certificates' `sds`); the in-process test above covers every notebook x kind
+PM_CASES = [(n, k) for n in NOTEBOOKS for k in KINDS] if ALL else [
+    ('exp_fig1a', 'sd'), ('exp_certificates', 'sd'), ('exp_table1', 'preset'), ('exp_fig1bc', 'dist'), ('exp_imagenet', 'unknown')]
+
+
+@pytest.mark.parametrize('name', EXP)
+@pytest.mark.parametrize('kind', KINDS)
+def test_bad_parameter_in_process(name, kind, tmp_path):
+    "The notebook's own import + parameters cells, with one bad value injected, fail in check_params."
+    code = [c.source for c in nbformat.read(NBS/f'{name}.ipynb', as_version=4).cells if c.cell_type == 'code']
+    assert 'check_params(' in code[2] and '_names_before_params' in code[0]
+    g = {}
+    exec(code[0], g); exec(code[1], g)
+    g.update(SMOKE, out_dir=str(tmp_path), cache_dir=str(tmp_path))
+    assert check_params(name, dict(g), g['_names_before_params'])['preset'] == 'smoke'    # good values pass
+    over, msg = _bad_cases(name)[kind]
+    g.update(over)
+    with pytest.raises(ValueError, match=re.escape(msg)): check_params(name, g, g['_names_before_params'])
+
+
+@pytest.mark.parametrize('name,kind', PM_CASES)
+def test_bad_parameter_papermill(name, kind, tmp_path):
+    "Through papermill: the run fails in the validation cell, with the message, within seconds."
+    over, msg = _bad_cases(name)[kind]
+    t0 = time.time()
+    with pytest.raises(pm.PapermillExecutionError) as ei:
+        pm.execute_notebook(str(NBS/f'{name}.ipynb'), str(tmp_path/'out.ipynb'), kernel_name='python3', progress_bar=False,
+                            parameters=dict(SMOKE, out_dir=str(tmp_path/'pf'), cache_dir=str(tmp_path/'cache'), **over),
+                            cwd=str(tmp_path))
+    assert time.time() - t0 < 30
+    e = ei.value
+    assert e.ename == 'ValueError' and msg in e.evalue, e.evalue
+    assert 'check_params(' in str(e)                     # failed in the validation cell ...
+    assert not (tmp_path/'cache').exists() and not (tmp_path/'pf').exists()     # ... before any work
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the reproduce CLI
+def test_reproduce_cli(tmp_path, cache_dir, capsys, monkeypatch):
+    out = tmp_path/'figs'
+    args = ['--preset', 'smoke', '--only', 'exp_fig1a', '--out-dir', str(out), '--cache-dir', str(cache_dir), '--device', 'cpu']
+    before = sorted(p.name for p in NBS.iterdir())
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert 'exp_fig1a' in log and 'ok in' in log
+    executed = out/'runs'/'smoke'/'exp_fig1a.ipynb'
+    nb = nbformat.read(executed, as_version=4)
+    assert any('injected-parameters' in c.metadata.get('tags', []) for c in nb.cells)
+    assert any(c.get('outputs') for c in nb.cells if c.cell_type == 'code')
+    assert sorted(p.name for p in NBS.iterdir()) == before            # nothing written next to the sources
+    st = json.loads((out/'runs'/'smoke'/'status.json').read_text())
+    assert set(st) == {'exp_fig1a'} and st['exp_fig1a']['status'] == 'ok' and st['exp_fig1a']['params']['preset'] == 'smoke'
+    idx = (out/'README.md').read_text()
+    table_md = (out/'smoke'/'fig1a_accuracy_vs_sd.md').read_text().strip()
+    assert '## Preset `smoke`' in idx and '### fig1a_accuracy_vs_sd' in idx and table_md in idx
+    assert re.search(r'\| exp_fig1a \| ok \|', idx)
+    assert (out/'smoke'/'exp_fig1a.json').exists() and (out/'theory'/'theory.json').exists()
+    assert len(list((out/'theory').glob('*.png'))) == 5
+    first = st['exp_fig1a']['finished'], executed.stat().st_mtime_ns
+    # the theory figures (checked above) are redrawn only when out of date or with --force: count the redraws
+    import randsmooth_nb.reproduce as R
+    calls = []
+    monkeypatch.setattr(R, 'theory_figures', lambda out_dir: calls.append(out_dir) or [])
+
+    assert main(args) == 0                               # second call: skipped
+    log = capsys.readouterr().out
+    assert 'done earlier' in log and 'theory figures: up to date' in log and calls == []
+    st2 = json.loads((out/'runs'/'smoke'/'status.json').read_text())
+    assert (st2['exp_fig1a']['finished'], executed.stat().st_mtime_ns) == first
+
+    assert main(args + ['--force']) == 0                 # --force reruns it
+    log = capsys.readouterr().out
+    assert 'done earlier' not in log and 'ok in' in log
+    assert executed.stat().st_mtime_ns != first[1]
+    assert json.loads((out/'runs'/'smoke'/'status.json').read_text())['exp_fig1a']['status'] == 'ok' and len(calls) == 1
+
+
+@pytest.mark.parametrize('extra,msg', [(['--only', 'exp_nope'], 'unknown notebook(s) exp_nope; valid choices: exp_fig1a'),
+                                       (['--data-dir', '/nonexistent/dir'], 'is not a directory')])
+def test_reproduce_cli_bad_values(extra, msg, tmp_path, capsys):
+    assert main(['--preset', 'smoke', '--out-dir', str(tmp_path/'o')] + extra) == 2
+    err = capsys.readouterr().err
+    assert 'randsmooth-reproduce: error:' in err and msg in err
+    assert not (tmp_path/'o').exists()                   # rejected before any work
+
+
+@pytest.mark.parametrize('argv,msg', [(['--preset', 'huge'], "invalid choice: 'huge'"), (['--seed', '-1'], '--seed must be >= 0'),
+                                      (['--device', 'tpu'], "invalid choice: 'tpu'")])
+def test_reproduce_cli_bad_args(argv, msg, capsys):
+    "argparse errors return status 2 (the console script's exit code) and name the problem on stderr."
+    assert main(argv) == 2 and msg in capsys.readouterr().err
