@@ -41,12 +41,7 @@ def exact_dense_norm_bruteforce(A, p, q):
 
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    "Tiny tensors: thread start-up dominates on a shared 2-core machine, so run each test single-threaded."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread per test process: see conftest.py
 
 # ---------------------------------------------------------------- parse_norm / identity
 
