@@ -9,7 +9,8 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['WRN_VARIANTS', 'ARCHS', 'CPU_TRAIN_THROUGHPUT_2CORE', 'PreActBlock', 'AuthorsBlock', 'WideResNet', 'count_parameters',
-           'TinyCNN', 'inception_resnet_v2', 'build_model', 'input_size', 'train_throughput', 'figure_model_zoo']
+           'TinyCNN', 'FastConvNet', 'patch_whitening', 'fit_whitening', 'inception_resnet_v2', 'build_model',
+           'input_size', 'check_input_fits', 'train_throughput', 'figure_model_zoo']
 
 # %% ../nbs/06_models.ipynb #dc738bc8
 import torch
@@ -124,6 +125,83 @@ class TinyCNN(nn.Module):
         _init_weights(self)
     def forward(self, x): return self.fc(self.drop(torch.flatten(self.pool(self.features(x)), 1)))
 
+# %% ../nbs/06_models.ipynb #a2399672
+class _FastBN(nn.BatchNorm2d):
+    "BatchNorm whose scale is fixed at 1: only the shift is learnt."
+    def __init__(self, c:int, momentum:float=0.4, eps:float=1e-12):
+        super().__init__(c, momentum=momentum, eps=eps); self.weight.requires_grad_(False)
+
+class _DiracConv(nn.Conv2d):
+    "3x3 'same' convolution, no bias, starting as the identity on its first `in_channels` output channels."
+    def __init__(self, cin:int, cout:int):
+        super().__init__(cin, cout, 3, padding=1, bias=False)
+        with torch.no_grad(): nn.init.dirac_(self.weight[:min(cin, cout)])
+
+class _FastGroup(nn.Module):
+    "conv → maxpool 2 → BN → GELU → conv → BN → GELU."
+    def __init__(self, cin:int, cout:int, bn_momentum:float):
+        super().__init__()
+        self.conv1, self.bn1 = _DiracConv(cin, cout), _FastBN(cout, bn_momentum)
+        self.conv2, self.bn2 = _DiracConv(cout, cout), _FastBN(cout, bn_momentum)
+    def forward(self, x):
+        x = F.gelu(self.bn1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.bn2(self.conv2(x)))
+
+# %% ../nbs/06_models.ipynb #39edb461
+class FastConvNet(nn.Module):
+    "Whitening stem + three conv-pool-BN-GELU groups + global max pool + scaled linear head (a fast CIFAR network)."
+    def __init__(self,
+                 widths:tuple=(64, 128, 128), # channels of the three groups
+                 num_classes:int=10,
+                 in_channels:int=3,
+                 patch:int=2, # side of the whitening patches
+                 scale:float=1/9, # multiplies the logits
+                 bn_momentum:float=0.4, # PyTorch convention (weight of the new batch statistic)
+                 dropout:float=0.0, # accepted for interface compatibility; must be 0
+                 **_ignored):
+        super().__init__()
+        if len(widths) != 3 or any(int(w) < 1 for w in widths): raise ValueError(f"widths must be 3 positive integers, got {widths!r}")
+        if dropout: raise ValueError("FastConvNet has no dropout; use dropout=0")
+        self.patch, self.scale, self.num_classes = patch, scale, num_classes
+        self.stem = nn.Conv2d(in_channels, 2 * in_channels * patch * patch, patch, bias=True)
+        self.stem.weight.requires_grad_(False)
+        c = self.stem.out_channels; groups = []
+        for w in widths: groups.append(_FastGroup(c, int(w), bn_momentum)); c = int(w)
+        self.groups = nn.Sequential(*groups)
+        self.fc = nn.Linear(c, num_classes, bias=False)
+
+    @staticmethod
+    def min_input(patch:int=2) -> int: return patch - 1 + 8   # three 2x poolings must leave at least one pixel
+
+    def forward(self, x):
+        if min(x.shape[-2:]) < self.min_input(self.patch):
+            raise ValueError(f"FastConvNet needs inputs of at least {self.min_input(self.patch)} pixels per side, got {tuple(x.shape[-2:])}")
+        x = self.groups(F.gelu(self.stem(x)))
+        return self.fc(torch.flatten(F.adaptive_max_pool2d(x, 1), 1)) * self.scale
+
+# %% ../nbs/06_models.ipynb #11f1f645
+@torch.no_grad()
+def patch_whitening(x:torch.Tensor, # (N, C, H, W) inputs the stem will see
+                    patch:int=2, eps:float=5e-4, # eps regularises the smallest eigenvalues
+                   ) -> torch.Tensor:
+    "Filters (2*C*p*p, C, p, p): plus and minus the eigenvectors of the patch covariance, divided by sqrt(eigenvalue + eps)."
+    C = x.shape[1]
+    pt = x.float().unfold(2, patch, 1).unfold(3, patch, 1)                   # N, C, H', W', p, p
+    pt = pt.permute(0, 2, 3, 1, 4, 5).reshape(-1, C * patch * patch)
+    pt = pt - pt.mean(0)
+    ev, V = torch.linalg.eigh(pt.T @ pt / len(pt))
+    w = (V.T / torch.sqrt(ev.clamp(min=0)[:, None] + eps)).reshape(-1, C, patch, patch).flip(0)
+    return torch.cat([w, -w])
+
+def fit_whitening(model:FastConvNet, x:torch.Tensor, eps:float=5e-4) -> FastConvNet:
+    "Set the stem of `model` to whiten the patches of `x` (works through a first-layer normalization too)."
+    w = patch_whitening(x, model.patch, eps).to(model.stem.weight.device)
+    p = model.stem.parametrizations.weight.original if hasattr(model.stem, 'parametrizations') else model.stem.weight
+    with torch.no_grad(): p.copy_(w.to(p.dtype)); model.stem.bias.zero_()
+    return model
+
+FastConvNet.fit_whitening = fit_whitening
+
 # %% ../nbs/06_models.ipynb #9f0c772c
 def inception_resnet_v2(
     num_classes:int=1000,
@@ -147,12 +225,15 @@ ARCHS:dict[str, dict] = {
     'wrn-16-1': dict(build=_wrn(16, 1), input_size=32, note='CPU'),
     'wrn-10-2': dict(build=_wrn(10, 2), input_size=32, note='CPU'),
     'wrn-10-1': dict(build=_wrn(10, 1), input_size=32, note='CPU'),
+    'fast-64-128-128': dict(build=lambda num_classes=10, **kw: FastConvNet((64, 128, 128), num_classes=num_classes, **kw),
+                            input_size=32, min_input=9, note='CPU quick preset (fast recipe)'),
     'tiny': dict(build=lambda num_classes=10, **kw: TinyCNN(num_classes=num_classes, **kw), input_size=32, note='smoke tests'),
     'inception_resnet_v2': dict(build=lambda num_classes=1000, **kw: inception_resnet_v2(num_classes=num_classes, **kw),
-                                input_size=299, note='paper (ImageNet), needs timm'),
+                                input_size=299, min_input=75, note='paper (ImageNet), needs timm'),
 }
 
 _WRN_NAME = re.compile(r'^wrn-(\d+)-(\d+)$')
+_FAST_NAME = re.compile(r'^fast-(\d+)-(\d+)-(\d+)$')
 
 def build_model(
     arch:str, # a key of `ARCHS`, or 'wrn-<depth>-<k>'
@@ -163,11 +244,20 @@ def build_model(
     if arch in ARCHS: return ARCHS[arch]['build'](num_classes=num_classes, **overrides)
     m = _WRN_NAME.match(arch) if isinstance(arch, str) else None
     if m: return WideResNet(int(m[1]), int(m[2]), num_classes=num_classes, **overrides)
-    raise ValueError(f"unknown arch {arch!r}; choices: {', '.join(ARCHS)} (or any 'wrn-<depth>-<k>')")
+    m = _FAST_NAME.match(arch) if isinstance(arch, str) else None
+    if m: return FastConvNet(tuple(int(v) for v in m.groups()), num_classes=num_classes, **overrides)
+    raise ValueError(f"unknown arch {arch!r}; choices: {', '.join(ARCHS)} (or any 'wrn-<depth>-<k>', 'fast-<w1>-<w2>-<w3>')")
 
 def input_size(arch:str) -> int:
     "Natural input side length of `arch` (32 for CIFAR models, 299 for Inception-ResNet-v2)."
     return ARCHS[arch]['input_size'] if arch in ARCHS else 32
+
+def check_input_fits(arch:str, hw:tuple):
+    "Raise a clear error when images of size `hw` are too small for `arch` (before any training starts)."
+    need = ARCHS[arch].get('min_input', 1) if arch in ARCHS else (FastConvNet.min_input() if _FAST_NAME.match(str(arch)) else 1)
+    if min(hw) < need:
+        raise ValueError(f"arch {arch!r} needs images of at least {need}x{need} pixels, but the data has {hw[0]}x{hw[1]}; "
+                         f"choose a smaller network (e.g. 'tiny') or larger images")
 
 # %% ../nbs/06_models.ipynb #a7191dc8
 def train_throughput(
