@@ -9,8 +9,10 @@ from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PAPER_LR_VALUES', 'PAPER_LR_FRACTIONS', 'LOG_FIELDS', 'TrainConfig', 'madry_config', 'piecewise_lr', 'build_network',
-           'pgd_linf_train', 'accuracy', 'TrainResult', 'train', 'model_key', 'get_model']
+__all__ = ['PAPER_LR_VALUES', 'PAPER_LR_FRACTIONS', 'RECIPES', 'FAST_RECIPE', 'FAST_WARMUP', 'FAST_FINAL', 'FAST_BIAS_SCALE',
+           'FAST_LOOKAHEAD_EVERY', 'FAST_LOOKAHEAD_DECAY', 'FAST_STEM_BIAS_EPOCHS', 'LOG_FIELDS', 'TrainConfig',
+           'madry_config', 'piecewise_lr', 'fast_config', 'learning_rate', 'build_network', 'pgd_linf_train',
+           'accuracy', 'TrainResult', 'make_optimizer', 'fit_stem', 'Lookahead', 'train', 'model_key', 'get_model']
 
 # %% ../nbs/08_training.ipynb #f90fe3b0
 import torch
@@ -22,12 +24,13 @@ from tqdm.auto import tqdm
 from .core import (get_device, seed_everything, atomic_write, atomic_torch_save, atomic_write_json,
                                 config_hash, run_manifest, default_cache_dir)
 from .noise import NoiseInjection, RandomizedNetwork, NOISE_DISTS, NOISE_POSITIONS
-from .models import build_model, ARCHS
+from .models import build_model, ARCHS, check_input_fits, _FAST_NAME
 from .data import ImageData, FolderData, make_batches, to_model_range
 
 # %% ../nbs/08_training.ipynb #47a54ed7
 PAPER_LR_VALUES = (0.1, 0.02, 0.004, 0.00008)
 PAPER_LR_FRACTIONS = (0.3, 0.6, 0.8)
+RECIPES = ('paper', 'fast')
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -50,12 +53,16 @@ class TrainConfig:
     adv_eps:float=0.0 # Madry adversarial training: l_inf radius in [-1, 1] units (0: off)
     adv_step:float=0.0 # PGD step size for adversarial training
     adv_steps:int=0 # PGD steps for adversarial training
+    recipe:str='paper' # 'paper' (piecewise-constant SGD) or 'fast' (see `fast_config`)
+    label_smoothing:float=0.0 # weight of the uniform distribution mixed into the targets
     seed:int=0
 
     def __post_init__(self):
         object.__setattr__(self, 'lr_values', tuple(float(v) for v in self.lr_values))
         object.__setattr__(self, 'lr_fractions', tuple(float(v) for v in self.lr_fractions))
-        if self.arch not in ARCHS: raise ValueError(f"unknown arch {self.arch!r}; valid choices: {', '.join(ARCHS)}")
+        if self.recipe not in RECIPES: raise ValueError(f"unknown recipe {self.recipe!r}; valid choices: {', '.join(RECIPES)}")
+        if not 0 <= self.label_smoothing < 1: raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.arch not in ARCHS and not _FAST_NAME.match(self.arch): raise ValueError(f"unknown arch {self.arch!r}; valid choices: {', '.join(ARCHS)} (or 'fast-<w1>-<w2>-<w3>')")
         if self.dist not in NOISE_DISTS: raise ValueError(f"unknown dist {self.dist!r}; valid choices: {', '.join(NOISE_DISTS)}")
         if self.at not in NOISE_POSITIONS: raise ValueError(f"unknown at {self.at!r}; valid choices: {', '.join(NOISE_POSITIONS)}")
         if not (self.sd >= 0 and math.isfinite(self.sd)): raise ValueError(f"sd must be >= 0, got {self.sd}")
@@ -86,6 +93,22 @@ def piecewise_lr(step:int, total_steps:int, values=PAPER_LR_VALUES, fractions=PA
     "Learning rate at `step` (0-based) of a piecewise-constant schedule over `total_steps`."
     bounds = [round(f * total_steps) for f in fractions]
     return float(values[sum(step >= b for b in bounds)])
+
+# %% ../nbs/08_training.ipynb #85385ec4
+FAST_RECIPE = dict(recipe='fast', arch='fast-64-128-128', dropout=0.0, epochs=10, batch_size=1024, lr_values=(1.5,),
+                   lr_fractions=(), momentum=0.85, weight_decay=1.33e-3, label_smoothing=0.2, augment=True)
+FAST_WARMUP, FAST_FINAL, FAST_BIAS_SCALE, FAST_LOOKAHEAD_EVERY, FAST_LOOKAHEAD_DECAY, FAST_STEM_BIAS_EPOCHS = 0.23, 0.07, 64.0, 5, 0.95 ** 5, 3
+
+def fast_config(**kw) -> TrainConfig:
+    "The `fast` recipe (FastConvNet, one-cycle Nesterov SGD, label smoothing, lookahead); `kw` overrides any field."
+    return TrainConfig(**{**FAST_RECIPE, **kw})
+
+def learning_rate(config:TrainConfig, step:int, total_steps:int) -> float:
+    "Learning rate of the weights at `step`: the paper's step function, or the fast recipe's one-cycle triangle."
+    if config.recipe == 'paper': return piecewise_lr(step, total_steps, config.lr_values, config.lr_fractions)
+    f = step / max(total_steps, 1)
+    r = f / FAST_WARMUP if f < FAST_WARMUP else 1 - (1 - FAST_FINAL) * (f - FAST_WARMUP) / (1 - FAST_WARMUP)
+    return config.lr_values[0] * r
 
 # %% ../nbs/08_training.ipynb #9fdc4dc9
 def build_network(config:TrainConfig, input_hw:tuple|None=None) -> RandomizedNetwork:
@@ -156,6 +179,38 @@ def _set_rng_state(st, device):
     torch.set_rng_state(st['torch'])
     if device.type == 'cuda' and 'cuda' in st: torch.cuda.set_rng_state_all(st['cuda'])
 
+# %% ../nbs/08_training.ipynb #773b970b
+def make_optimizer(config:TrainConfig, model:nn.Module) -> torch.optim.SGD:
+    "SGD of the recipe: weight decay on the weights only; for `fast`, Nesterov and 64x rate / 64x less decay on 1-d parameters."
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    flat = [p for p in model.parameters() if p.ndim <= 1 and (p.requires_grad or config.recipe == 'fast')]
+    s = FAST_BIAS_SCALE if config.recipe == 'fast' else 1.0
+    groups = [{'params': decay, 'weight_decay': config.weight_decay, 'lr_scale': 1.0},
+              {'params': flat, 'weight_decay': config.weight_decay / s if config.recipe == 'fast' else 0.0, 'lr_scale': s}]
+    return torch.optim.SGD(groups, lr=config.lr_values[0], momentum=config.momentum, nesterov=config.recipe == 'fast')
+
+def fit_stem(model:RandomizedNetwork, x:torch.Tensor, n:int=5000):
+    "Fit a whitening stem (if the base network has one) to `n` training inputs as the network sees them."
+    if not hasattr(model.base, 'fit_whitening'): return
+    x = to_model_range(x[:n]) if x.dtype == torch.uint8 else x[:n]
+    with torch.no_grad(): xs = model.noise(x) if model.at == 'input' else x
+    model.base.fit_whitening(xs)
+
+class Lookahead:
+    """Every `every` steps pull the weights towards a slow copy: slow += (1 - d) (w - slow); w = slow, with
+    d = decay * (step / total)^3 (no pull early on); after the last step the weights are the slow copy."""
+    def __init__(self, model:nn.Module, every:int=FAST_LOOKAHEAD_EVERY, decay:float=FAST_LOOKAHEAD_DECAY):
+        self.model, self.every, self.decay = model, every, decay
+        self.slow = [t.detach().clone() for t in model.state_dict().values()]
+    @torch.no_grad()
+    def step(self, step:int, total:int):
+        last = step >= total
+        if step % self.every and not last: return
+        d = 1.0 if last else self.decay * (step / total) ** 3
+        for s, t in zip(self.slow, self.model.state_dict().values()):
+            if t.dtype.is_floating_point: s.lerp_(t, 1 - d); t.copy_(s)
+            else: s.copy_(t)
+
 # %% ../nbs/08_training.ipynb #2ca6ba50
 def train(config:TrainConfig,
           train_data:ImageData|FolderData, # training images: in memory, or a streamed image folder (ImageNet)
@@ -163,7 +218,7 @@ def train(config:TrainConfig,
           run_dir:str|Path|None=None, # where checkpoints and logs go (None: nowhere, no resume)
           device=None, # None: CUDA if available else CPU
           resume:bool=True, # continue from run_dir's checkpoint when there is one
-          amp:bool=True, # mixed precision on CUDA (ignored on CPU)
+          amp:bool=True, # mixed precision: fp16 on CUDA; bf16 on a CPU for the fast recipe
           channels_last:bool=True, # channels-last memory format (faster for convolutions on CUDA and, measured, on CPU)
           ckpt_every_steps:int|None=None, # also checkpoint every this many steps (always at epoch ends)
           stop_after_steps:int|None=None, # stop (after checkpointing) once this many global steps are done
@@ -175,22 +230,23 @@ def train(config:TrainConfig,
     t0 = time.time()
     device = get_device(device)
     use_amp = bool(amp) and device.type == 'cuda'
+    cpu_bf16 = bool(amp) and device.type == 'cpu' and config.recipe == 'fast'
     cl = bool(channels_last)
     if train_data.num_classes > config.num_classes:
         raise ValueError(f"the data has {train_data.num_classes} classes but config.num_classes={config.num_classes}")
     seed_everything(config.seed)
     data = train_data.subset(config.train_size, seed=config.seed) if config.train_size else train_data
     data = data.to(device)
+    check_input_fits(config.arch, tuple(data.image_shape[-2:]))
     model = build_network(config, input_hw=tuple(data.image_shape[-2:])).to(device)
+    if config.recipe == 'fast': fit_stem(model, data.materialize(min(5000, len(data))).x.to(device))
     if cl: model = model.to(memory_format=torch.channels_last)
-    decay, no_decay = [], []
-    for n_, p in model.named_parameters(): (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{'params': decay, 'weight_decay': config.weight_decay},
-                           {'params': no_decay, 'weight_decay': 0.0}],
-                          lr=config.lr_values[0], momentum=config.momentum)
+    opt = make_optimizer(config, model)
+    look = Lookahead(model) if config.recipe == 'fast' else None
     scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
     batches = make_batches(data, config.batch_size, shuffle=True, augment=config.augment, drop_last=True, device=device,
-                           seed=config.seed, num_workers=num_workers)
+                           seed=config.seed, num_workers=num_workers,
+                           **({'pad': 2} if config.recipe == 'fast' and isinstance(data, ImageData) else {}))
     spe = len(batches)
     if spe < 1: raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({len(data)})")
     total = config.epochs * spe
@@ -204,13 +260,15 @@ def train(config:TrainConfig,
         step, history, prev_time = st['step'], st['history'], st['train_time_s']
         run_loss, run_correct, run_seen = st['running']
         _set_rng_state(st['rng'], device)
+        if look is not None: look.slow = [t.to(device) for t in st['lookahead']]
 
     def save_ckpt():
         if ckpt is None: return
         atomic_torch_save({'config': asdict(config), 'model': model.state_dict(), 'optimizer': opt.state_dict(),
                            'scaler': scaler.state_dict(), 'step': step, 'history': history,
                            'running': (run_loss, run_correct, run_seen), 'rng': _rng_state(device),
-                           'train_time_s': prev_time + time.time() - t0}, ckpt)
+                           'train_time_s': prev_time + time.time() - t0,
+                           'lookahead': look.slow if look is not None else None}, ckpt)
 
     ex = test_data.subset(min(eval_size, len(test_data)), seed=0).materialize() if test_data is not None else None
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {config.arch} {config.dist} sd={config.sd}",
@@ -221,16 +279,18 @@ def train(config:TrainConfig,
         if it is None or k == 0: it = iter(batches.epoch(epoch, seed=config.seed, start=k))
         xb, yb = next(it)
         if cl: xb = xb.contiguous(memory_format=torch.channels_last)
-        lr = piecewise_lr(step, total, config.lr_values, config.lr_fractions)
-        for g in opt.param_groups: g['lr'] = lr
-        if config.adversarial:
-            xb = pgd_linf_train(model, xb, yb, config.adv_eps, config.adv_step, config.adv_steps)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            logits = model(xb); loss = F.cross_entropy(logits, yb)
+        lr = learning_rate(config, step, total)
+        for g in opt.param_groups: g['lr'] = lr * g['lr_scale']
+        if look is not None and hasattr(model.base, 'stem'): model.base.stem.bias.requires_grad_(step < FAST_STEM_BIAS_EPOCHS * spe)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16, enabled=use_amp or cpu_bf16):
+            if config.adversarial:
+                xb = pgd_linf_train(model, xb, yb, config.adv_eps, config.adv_step, config.adv_steps)
+            logits = model(xb); loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
         run_loss += loss.item() * len(yb); run_correct += (logits.argmax(-1) == yb).sum().item(); run_seen += len(yb)
         step += 1; bar.update(1)
+        if look is not None: look.step(step, total)
         if step % spe == 0:
             row = {'epoch': epoch + 1, 'step': step, 'lr': lr, 'train_loss': run_loss / run_seen,
                    'train_acc': run_correct / run_seen, 'test_acc': accuracy(model, ex.x, ex.y) if ex is not None else None,
