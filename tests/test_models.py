@@ -71,7 +71,7 @@ def test_depth_validation(d):
 def test_bad_arguments():
     for kw in [dict(widen_factor=0), dict(variant='preact'), dict(dropout=1.0), dict(leaky_slope=-0.1), dict(depth=28.0)]:
         with pytest.raises(ValueError): WideResNet(**kw)
-    with pytest.raises(ValueError, match='wrn-28-10, wrn-16-4, wrn-16-2, wrn-16-1, wrn-10-2, wrn-10-1, tiny'): build_model('resnet18')
+    with pytest.raises(ValueError, match='wrn-28-10, wrn-16-4, wrn-16-2, wrn-16-1, wrn-10-2, wrn-10-1, fast-64-128-128, tiny'): build_model('resnet18')
 
 
 @pytest.mark.parametrize('arch', [a for a in ARCHS if a != 'inception_resnet_v2'])
@@ -84,7 +84,7 @@ def test_forward_shapes(arch):
     assert input_size(arch) == 32
     if count_parameters(m) < 5e6:                                         # backward too (skipped for WRN-28-10: slow on CPU)
         m.train(); m(x).sum().backward()
-        assert all(p.grad is not None for p in m.parameters())
+        assert all(p.grad is not None for p in m.parameters() if p.requires_grad)   # FastConvNet: fixed stem weights, BN scales
 
 
 @SET
@@ -207,3 +207,19 @@ def test_train_throughput_and_figure():
     fig = figure_model_zoo(['tiny', 'wrn-10-1'], throughput={'img_per_s': {'tiny': (1.0, 2.0)}, 'machine': 'test'})
     assert len(fig.axes) == 2
     plt.close(fig)
+
+
+@settings(max_examples=15, deadline=None)
+@given(w=st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(1, 12)), side=st.integers(9, 20),
+       sd=st.floats(0.0, 1.0))
+def test_fast_whitening_property(w, side, sd):
+    "Whatever the widths, image size and input noise: the '+' half of the stem whitens the patches it was fitted on."
+    from randsmooth_nb.models import FastConvNet, check_input_fits
+    g = torch.Generator().manual_seed(side)
+    x = (torch.rand(40, 3, side, side, generator=g) * 2 - 1).cumsum(-1).clamp(-1, 1)
+    x = x + sd * torch.randn(x.shape, generator=g)
+    m = FastConvNet(w).fit_whitening(x, eps=1e-7)
+    z = m.stem(x)[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()
+    assert torch.allclose(torch.cov(z.T), torch.eye(12, dtype=torch.float64), atol=2e-3)
+    check_input_fits(f'fast-{w[0]}-{w[1]}-{w[2]}', (side, side))
+    assert m.eval()(x[:2]).shape == (2, 10)
