@@ -10,9 +10,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'PAPER', 'ARCH_GFLOPS', 'NOTEBOOK_DATASET',
-           'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'Param', 'check_params', 'paper_natural', 'write_table',
-           'save_figure', 'estimate_train_hours', 'Experiment', 'make_attack', 'digest', 'figure_accuracy_vs_sd',
-           'figure_ours_vs_paper']
+           'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'Param', 'check_params', 'paper_natural',
+           'write_table', 'save_figure', 'estimate_train_hours', 'Experiment', 'make_attack', 'digest',
+           'figure_accuracy_vs_sd', 'figure_ours_vs_paper']
 
 # %% ../nbs/12_experiments.ipynb #14e76814
 import numpy as np
@@ -35,7 +35,8 @@ PRESETS = {
         binary_search_steps=9, initial_const=1e-3, attack_size=1000, attack_batch=100, n_vote=100,
         entropy_draws=10_000, entropy_size=1000, cert_n0=100, cert_n=100_000, cert_size=500,
         sd_grid=(0.01, 0.05, 0.1, 0.2, 0.32, 0.5), bound_sds=(0.1, 0.2, 0.32, 0.5),
-        eot_grid=(1, 10, 80, 320), eot_size=500, first_layer_sds=(0.1, 0.32, 0.5)),
+        eot_grid=(1, 10, 80, 320), eot_size=500, first_layer_sds=(0.1, 0.32, 0.5),
+        apgd_steps=100, apgd_eot=20, sanity_size=200, sanity_eps=(0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0), sanity_radius=0.25),
     # quick: chosen from measurements on a 2-core x86_64 CPU without GPU; see the table below
     'quick': dict(
         dataset='cifar10', arch='wrn-10-1', dropout=0.0, epochs=3, batch_size=128, train_size=None, test_size=1000,
@@ -43,13 +44,15 @@ PRESETS = {
         binary_search_steps=3, initial_const=0.1, attack_size=100, attack_batch=100, n_vote=20,
         entropy_draws=500, entropy_size=200, cert_n0=50, cert_n=1000, cert_size=100,
         sd_grid=(0.01, 0.1, 0.32, 0.5), bound_sds=(0.1, 0.32, 0.5),
-        eot_grid=(1, 4, 16, 64), eot_size=50, first_layer_sds=(0.5,)),
+        eot_grid=(1, 4, 16, 64), eot_size=50, first_layer_sds=(0.5,),
+        apgd_steps=20, apgd_eot=8, sanity_size=20, sanity_eps=(0.03, 0.06, 0.25, 1.0), sanity_radius=0.25),
     'smoke': dict(
         dataset='synthetic', arch='tiny', dropout=0.0, epochs=2, batch_size=64, train_size=None, test_size=64,
-        eot=2, pgd_eps=0.06, pgd_step=0.02, pgd_steps=2, cw_steps=3, cw_steps_table2=2, ead_steps=3,
-        binary_search_steps=2, initial_const=0.1, attack_size=16, attack_batch=16, n_vote=8,
+        eot=2, pgd_eps=0.3, pgd_step=0.1, pgd_steps=4, cw_steps=30, cw_steps_table2=30, ead_steps=30,
+        binary_search_steps=4, initial_const=1.0, attack_size=16, attack_batch=16, n_vote=8,
         entropy_draws=20, entropy_size=16, cert_n0=8, cert_n=40, cert_size=8,
-        sd_grid=(0.1, 0.5), bound_sds=(0.1, 0.5), eot_grid=(1, 2, 4), eot_size=8, first_layer_sds=(0.5,)),
+        sd_grid=(0.1, 0.5), bound_sds=(0.1, 0.5), eot_grid=(1, 2, 4), eot_size=8, first_layer_sds=(0.5,),
+        apgd_steps=10, apgd_eot=2, sanity_size=8, sanity_eps=(0.06, 0.3, 1.0), sanity_radius=0.25),
 }
 
 # %% ../nbs/12_experiments.ipynb #c13401ac
@@ -419,3 +422,70 @@ def figure_ours_vs_paper(rows:list, # one dict per model: 'model' label plus '<c
     ax.set_ylabel('accuracy'); ax.set_ylim(0, 1); ax.grid(alpha=.3, axis='y'); ax.legend(fontsize=6, ncol=2)
     if title: ax.set_title(title, fontsize=9)
     return fig
+
+# %% ../nbs/12_experiments.ipynb #6aa9a381
+STRONGEST = 'strongest (PGD ∪ APGD-CE ∪ APGD-DLR)'
+
+def _build_attack(model, a:dict):
+    "An attack from settings: the kinds of `make_attack`, plus 'apgd' (`attacks.APGD`)."
+    if a.get('kind') != 'apgd': return make_attack(model, a)
+    from randsmooth_nb.attacks import APGD
+    return APGD(model, **{k: v for k, v in a.items() if k != 'kind'})
+
+def _key(self, model, x, y, **kw) -> dict:
+    return {'model': digest(*model.state_dict().values()), 'data': digest(x, y), 'n_draws': self.cfg['n_vote'], 'seed': self.seed, **kw}
+
+def _apgd(self, loss:str='ce', noisy:bool=True, norm:str='linf', **over) -> dict:
+    "APGD settings of the preset: `apgd_steps` steps, EoT `apgd_eot` (1 without noise), radius `pgd_eps` (linf) or `sanity_radius` (l2)."
+    c = self.cfg
+    a = dict(kind='apgd', eps=c['pgd_eps'] if norm == 'linf' else c['sanity_radius'], steps=c['apgd_steps'], norm=norm,
+             loss=loss, eot=c['apgd_eot'] if noisy else 1)
+    a.update(over); return a
+
+def _strongest_settings(self, noisy:bool=True, norm:str='linf') -> list:
+    "PGD, APGD-CE and APGD-DLR at the preset's budget, in the linf ball of `pgd_eps` or the l2 ball of `sanity_radius`."
+    if norm == 'linf': pgd = self.attack('pgd', noisy=noisy)
+    else: r = self.cfg['sanity_radius']; pgd = self.attack('pgd_l2', noisy=noisy, eps=r, step=r / 10)
+    return [pgd, self.apgd('ce', noisy, norm), self.apgd('dlr', noisy, norm)]
+
+def _strongest(self, model, x, y, noisy:bool=True, norm:str='linf') -> dict:
+    "`attacks.worst_case` over `strongest_settings` (robust only if an input survives all three), cached."
+    atts = self.strongest_settings(noisy, norm)
+    def run(partial):
+        from randsmooth_nb.attacks import worst_case
+        r = worst_case(model, [_build_attack(model, a) for a in atts], x.to(self.device), y.to(self.device), n_draws=self.cfg['n_vote'])
+        return {**{k: (v.tolist() if torch.is_tensor(v) else v) for k, v in dict(r).items()}, 'attacks': atts}
+    return self.cached('strongest', self._key(model, x, y, attacks=atts), run)
+
+def _sanity_correct(self, model, x, y, attack:dict|None=None) -> torch.Tensor:
+    "Per-input expected correctness (`sanity.expected_correct`, `n_vote` draws) on clean inputs or at `attack`'s output, cached."
+    def run(partial):
+        from randsmooth_nb.sanity import expected_correct, attacked_correct
+        kw = dict(n_draws=self.cfg['n_vote'], batch_size=self.cfg['attack_batch'])
+        return (attacked_correct(model, _build_attack(model, attack), x, y, **kw) if attack else expected_correct(model, x, y, **kw)).tolist()
+    return torch.tensor(self.cached('sanity', self._key(model, x, y, attack=attack or {}), run), dtype=torch.float64)
+
+def _eps_curve(self, model, x, y, noisy:bool=True) -> dict:
+    "Check (b)'s curve: `sanity.pgd_eps_curve` over `sanity_eps`, with PGD's steps and EoT, cached."
+    from randsmooth_nb.sanity import pgd_eps_curve
+    c = self.cfg; eot = c['eot'] if noisy else 1
+    run = lambda partial: pgd_eps_curve(model, x, y, c['sanity_eps'], steps=c['pgd_steps'], eot=eot, n_draws=c['n_vote'], batch_size=c['attack_batch'])
+    return self.cached('eps_curve', self._key(model, x, y, eps=list(c['sanity_eps']), steps=c['pgd_steps'], eot=eot), run)
+
+def _loss_trace(self, model, x, y, attack:dict) -> dict:
+    "Check (d)'s trace: `sanity.eot_loss_trace` of `attack` on (x, y), cached."
+    from randsmooth_nb.sanity import eot_loss_trace
+    run = lambda partial: eot_loss_trace(model, _build_attack(model, attack), x.to(self.device), y.to(self.device), n_draws=self.cfg['n_vote'])
+    return self.cached('loss_trace', self._key(model, x, y, attack=attack), run)
+
+def _write_sanity(self, results:list):
+    "Merge `results` into <out_dir>/<preset>/sanity.csv, record the file as an artifact, print the verdicts."
+    from randsmooth_nb.sanity import write_sanity, summarize
+    p = write_sanity(results, self.params['out_dir'], self.preset)
+    if str(p) not in self.artifacts: self.artifacts.append(str(p))
+    print(summarize(results))
+    return p
+
+for _n, _f in (('_key', _key), ('apgd', _apgd), ('strongest_settings', _strongest_settings), ('strongest', _strongest),
+               ('sanity_correct', _sanity_correct), ('eps_curve', _eps_curve), ('loss_trace', _loss_trace), ('write_sanity', _write_sanity)):
+    setattr(Experiment, _n, _f)

@@ -98,10 +98,33 @@ def _fig1a(out):
     check_figure(out, 'fig1a_accuracy_vs_sd')
     return ['fig1a_accuracy_vs_sd']
 
+STRONGEST = 'strongest (PGD ∪ APGD-CE ∪ APGD-DLR)'
+SANITY_COLS = ['check', 'attack', 'model', 'passed', 'value', 'threshold', 'detail']
+
+def check_sanity(out, notebook_checks, models):
+    "sanity.csv has exactly the promised columns, this notebook's checks for `models`, no check that could not run, and (a) passes."
+    rows = read_csv(out/'sanity.csv')
+    assert rows and list(rows[0]) == SANITY_COLS
+    assert len({(r['check'], r['attack'], r['model']) for r in rows}) == len(rows)          # one row per key after merging
+    for r in rows:
+        assert r['passed'] in ('True', 'False') and not r['detail'].startswith('check could not run'), r
+        num(r['value']); num(r['threshold'])
+    for c in notebook_checks:
+        assert {r['model'] for r in rows if r['check'] == c} >= set(models), (c, models)
+    for r in rows:
+        if r['check'] == 'a_breaks_undefended': assert r['passed'] == 'True', f"smoke budget fails check (a): {r}"
+
 def _table1(out):
     cols = ['model', 'distribution', 'sd'] + [f"{c}{s}" for c in ('natural', 'ead', 'cw', 'pgd') for s in ('', '_se', '_paper')]
-    acc = [c for c in cols if c.split('_')[0] in ('natural', 'ead', 'cw', 'pgd') and not c.endswith('_paper')]
+    cols += [STRONGEST, 'strongest_se']
+    acc = [c for c in cols if c.split('_')[0] in ('natural', 'ead', 'cw', 'pgd', STRONGEST, 'strongest') and not c.endswith('_paper')]
     rows = check_table(out, 'table1', 5, cols, ['sd'] + acc, [c for c in acc if not c.endswith('_se')], ['EoT 2'])
+    scols = ['model', 'n', 'acc_expected', 'se_expected', 'acc_single', 'se_single', 'acc_vote', 'se_vote', 'settings']
+    st = check_table(out, 'table1_strongest', 5, scols, scols[1:-1], ['acc_expected', 'acc_single', 'acc_vote'])
+    assert [json.loads(s['settings'])[1]['kind'] for s in st] == ['apgd'] * 5
+    check_sanity(out, ['a_breaks_undefended', 'b_eps_monotone', 'b_eps_one', 'c_steps', 'd_loss_rises'], ['no noise'])
+    check_sanity(out, ['b_eps_monotone', 'b_eps_one', 'c_steps', 'd_loss_rises'], list(T1))
+    check_figure(out, 'table1_sanity_eps'); check_figure(out, 'table1_sanity_loss')
     assert [r['model'] for r in rows] == list(T1)
     for r in rows:
         for c, p in zip(('natural', 'ead', 'cw', 'pgd'), T1[r['model']]): paper_close(r[c + '_paper'], p)
@@ -112,19 +135,21 @@ def _table1(out):
         s = json.loads(d['settings'])
         if d['attack'] == 'natural': assert s == {} and num(d['median_l2']) == 0
         else: assert s['kind'] == d['attack'] and s['eot'] == (1 if d['model'] == 'no noise' else 2)
-        if d['attack'] == 'pgd': assert num(d['median_linf']) <= 0.06 + 1e-6      # PGD stays in its eps-ball
+        if d['attack'] == 'pgd': assert num(d['median_linf']) <= s['eps'] + 1e-6      # PGD stays in its eps-ball
         assert int(num(d['n'])) == (64 if d['attack'] == 'natural' else 16)
     check_figure(out, 'table1')
-    return ['table1', 'table1_details']
+    return ['table1', 'table1_details', 'table1_strongest']
 
 def _table2(out):
     models = ['Madry et al.', 'Normal 0.32', 'Laplace 0.32', 'Normal 0.5', 'Laplace 0.5']    # the paper's column order
     cols = ['attack'] + [f"{m}{s}" for m in models for s in ('', ' se', ' (paper)')]
-    rows = check_table(out, 'table2', 3, cols, [c for c in cols[1:] if not c.endswith('(paper)')], models)
-    assert [r['attack'] for r in rows] == ['-', 'l_inf PGD-2', 'l2 C&W-2']
+    rows = check_table(out, 'table2', 4, cols, [c for c in cols[1:] if not c.endswith('(paper)')], models)
+    assert [r['attack'] for r in rows] == ['-', 'l_inf PGD-4', 'l2 C&W-30', STRONGEST]
     for i, r in enumerate(rows):
-        for m in models: paper_close(r[m + ' (paper)'], T2[m][i])
-    check_figure(out, 'table2')
+        for m in models: paper_close(r[m + ' (paper)'], T2[m][i] if i < 3 else None)
+    check_figure(out, 'table2'); check_figure(out, 'table2_sanity_eps')
+    check_sanity(out, ['b_eps_monotone', 'b_eps_one', 'd_loss_rises'], ['Madry et al.'])
+    check_sanity(out, ['c_steps'], models)
     return ['table2']
 
 def _fig1bc(out):
@@ -140,6 +165,7 @@ def _fig1bc(out):
         assert g[0] <= num(r['accuracy']) + 1e-12           # a guarantee never exceeds the accuracy itself
         assert 0 <= num(r['largest_alpha_with_bound_above_0']) <= 1
     check_figure(out, 'fig1b_guaranteed_gaussian'); check_figure(out, 'fig1c_guaranteed_laplace')
+    check_sanity(out, ['e_guarantee_below_attack'], ['gaussian 0.1', 'gaussian 0.5', 'laplace 0.1', 'laplace 0.5'])
     return ['fig1bc_guaranteed_accuracy']
 
 def _eot_sweep(out):
@@ -153,6 +179,7 @@ def _eot_sweep(out):
         assert (r['above_guarantee'] == 'True') == (num(r['accuracy']) + 2 * num(r['se']) >= num(r['theorem2_guaranteed']))
         if 'linf' in r['attack']: assert num(r['theorem2_guaranteed']) == 0     # eps*sqrt(d) ~ 1.66 here: vacuous
     check_figure(out, 'eot_sweep')
+    check_sanity(out, ['c_eot'], ['gaussian 0.5', 'laplace 0.5'])
     return ['eot_sweep']
 
 def _certificates(out):
@@ -199,7 +226,9 @@ def _imagenet(out):
 CHECKS = {'exp_fig1a': _fig1a, 'exp_table1': _table1, 'exp_table2': _table2, 'exp_fig1bc': _fig1bc,
           'exp_eot_sweep': _eot_sweep, 'exp_certificates': _certificates, 'exp_first_layer': _first_layer,
           'exp_cifar100': _cifar100, 'exp_imagenet': _imagenet}
-FIGURES = {'exp_fig1a': ['fig1a_accuracy_vs_sd'], 'exp_table1': ['table1'], 'exp_table2': ['table2'],
+SANITY_WRITERS = ('exp_table1', 'exp_table2', 'exp_fig1bc', 'exp_eot_sweep')    # notebooks that merge rows into sanity.csv
+FIGURES = {'exp_fig1a': ['fig1a_accuracy_vs_sd'], 'exp_table1': ['table1', 'table1_sanity_eps', 'table1_sanity_loss'],
+           'exp_table2': ['table2', 'table2_sanity_eps'],
            'exp_fig1bc': ['fig1b_guaranteed_gaussian', 'fig1c_guaranteed_laplace'], 'exp_eot_sweep': ['eot_sweep'],
            'exp_certificates': ['certificates'], 'exp_first_layer': ['first_layer_guaranteed'], 'exp_cifar100': ['cifar100'],
            'exp_imagenet': []}
@@ -248,6 +277,7 @@ def test_smoke_artifacts(name, smoke_runs):
     if m['git'] is not None: assert re.fullmatch(r'[0-9a-f]{40}', m['git']['commit'])
     o = out.resolve()
     expected = {o/f'{s}.{e}' for s in stems for e in ('csv', 'md')} | {o/f'{s}.{e}' for s in FIGURES[name] for e in ('png', 'pdf')}
+    if name in SANITY_WRITERS: expected.add(o/'sanity.csv')
     got = {Path(a).resolve() for a in m['artifacts']}
     assert got == expected, got ^ expected
     assert all(Path(a).stat().st_size > 0 for a in m['artifacts'])
