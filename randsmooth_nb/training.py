@@ -9,10 +9,11 @@ from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PAPER_LR_VALUES', 'PAPER_LR_FRACTIONS', 'RECIPES', 'FAST_RECIPE', 'FAST_WARMUP', 'FAST_FINAL', 'FAST_BIAS_SCALE',
-           'FAST_LOOKAHEAD_EVERY', 'FAST_LOOKAHEAD_DECAY', 'FAST_STEM_BIAS_EPOCHS', 'LOG_FIELDS', 'TrainConfig',
-           'madry_config', 'piecewise_lr', 'fast_config', 'learning_rate', 'build_network', 'pgd_linf_train',
-           'accuracy', 'TrainResult', 'make_optimizer', 'fit_stem', 'Lookahead', 'train', 'model_key', 'get_model']
+__all__ = ['PAPER_LR_VALUES', 'PAPER_LR_FRACTIONS', 'RECIPES', 'FAST_RECIPE', 'FAST_START', 'FAST_WARMUP', 'FAST_FINAL',
+           'FAST_BIAS_SCALE', 'FAST_LOOKAHEAD_EVERY', 'FAST_LOOKAHEAD_DECAY', 'FAST_STEM_BIAS_EPOCHS', 'LOG_FIELDS',
+           'TrainConfig', 'madry_config', 'piecewise_lr', 'fast_config', 'learning_rate', 'build_network',
+           'pgd_linf_train', 'accuracy', 'TrainResult', 'make_optimizer', 'fit_stem', 'Lookahead', 'train', 'model_key',
+           'get_model']
 
 # %% ../nbs/08_training.ipynb #f90fe3b0
 import torch
@@ -97,7 +98,7 @@ def piecewise_lr(step:int, total_steps:int, values=PAPER_LR_VALUES, fractions=PA
 # %% ../nbs/08_training.ipynb #85385ec4
 FAST_RECIPE = dict(recipe='fast', arch='fast-64-128-128', dropout=0.0, epochs=10, batch_size=1024, lr_values=(1.5,),
                    lr_fractions=(), momentum=0.85, weight_decay=1.33e-3, label_smoothing=0.2, augment=True)
-FAST_WARMUP, FAST_FINAL, FAST_BIAS_SCALE, FAST_LOOKAHEAD_EVERY, FAST_LOOKAHEAD_DECAY, FAST_STEM_BIAS_EPOCHS = 0.23, 0.07, 64.0, 5, 0.95 ** 5, 3
+FAST_START, FAST_WARMUP, FAST_FINAL, FAST_BIAS_SCALE, FAST_LOOKAHEAD_EVERY, FAST_LOOKAHEAD_DECAY, FAST_STEM_BIAS_EPOCHS = 0.2, 0.23, 0.07, 64.0, 5, 0.95 ** 5, 3
 
 def fast_config(**kw) -> TrainConfig:
     "The `fast` recipe (FastConvNet, one-cycle Nesterov SGD, label smoothing, lookahead); `kw` overrides any field."
@@ -107,7 +108,7 @@ def learning_rate(config:TrainConfig, step:int, total_steps:int) -> float:
     "Learning rate of the weights at `step`: the paper's step function, or the fast recipe's one-cycle triangle."
     if config.recipe == 'paper': return piecewise_lr(step, total_steps, config.lr_values, config.lr_fractions)
     f = step / max(total_steps, 1)
-    r = f / FAST_WARMUP if f < FAST_WARMUP else 1 - (1 - FAST_FINAL) * (f - FAST_WARMUP) / (1 - FAST_WARMUP)
+    r = FAST_START + (1 - FAST_START) * f / FAST_WARMUP if f < FAST_WARMUP else 1 - (1 - FAST_FINAL) * (f - FAST_WARMUP) / (1 - FAST_WARMUP)
     return config.lr_values[0] * r
 
 # %% ../nbs/08_training.ipynb #9fdc4dc9
