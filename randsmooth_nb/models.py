@@ -158,13 +158,15 @@ class FastConvNet(nn.Module):
                  scale:float=1/9, # multiplies the logits
                  bn_momentum:float=0.4, # PyTorch convention (weight of the new batch statistic)
                  dropout:float=0.0, # accepted for interface compatibility; must be 0
+                 whiten:bool=True, # a fixed whitening stem (fit with `fit_whitening`); False: an ordinary trainable conv
                  **_ignored):
         super().__init__()
         if len(widths) != 3 or any(int(w) < 1 for w in widths): raise ValueError(f"widths must be 3 positive integers, got {widths!r}")
         if dropout: raise ValueError("FastConvNet has no dropout; use dropout=0")
         self.patch, self.scale, self.num_classes = patch, scale, num_classes
         self.stem = nn.Conv2d(in_channels, 2 * in_channels * patch * patch, patch, bias=True)
-        self.stem.weight.requires_grad_(False)
+        self.whiten = whiten
+        if whiten: self.stem.weight.requires_grad_(False)
         c = self.stem.out_channels; groups = []
         for w in widths: groups.append(_FastGroup(c, int(w), bn_momentum)); c = int(w)
         self.groups = nn.Sequential(*groups)
@@ -195,6 +197,7 @@ def patch_whitening(x:torch.Tensor, # (N, C, H, W) inputs the stem will see
 
 def fit_whitening(model:FastConvNet, x:torch.Tensor, eps:float=5e-4) -> FastConvNet:
     "Set the stem of `model` to whiten the patches of `x` (works through a first-layer normalization too)."
+    if not model.whiten: raise ValueError("this FastConvNet was built with whiten=False: its stem is trained, not fitted")
     w = patch_whitening(x, model.patch, eps).to(model.stem.weight.device)
     p = model.stem.parametrizations.weight.original if hasattr(model.stem, 'parametrizations') else model.stem.weight
     with torch.no_grad(): p.copy_(w.to(p.dtype)); model.stem.bias.zero_()

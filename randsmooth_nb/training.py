@@ -115,6 +115,7 @@ def learning_rate(config:TrainConfig, step:int, total_steps:int) -> float:
 def build_network(config:TrainConfig, input_hw:tuple|None=None) -> RandomizedNetwork:
     "The randomized network (untrained) described by `config`."
     kw = dict(dropout=config.dropout, leaky_slope=config.leaky_slope) if config.arch.startswith('wrn') else {}
+    if config.arch.startswith('fast-'): kw = dict(whiten=config.at == 'input')   # see 06_models: no whitening under first-layer noise
     base = build_model(config.arch, num_classes=config.num_classes, **kw)
     return RandomizedNetwork(base, NoiseInjection(config.dist, config.sd), at=config.at, input_hw=input_hw)
 
@@ -192,7 +193,7 @@ def make_optimizer(config:TrainConfig, model:nn.Module) -> torch.optim.SGD:
 
 def fit_stem(model:RandomizedNetwork, x:torch.Tensor, n:int=5000):
     "Fit a whitening stem (if the base network has one) to `n` training inputs as the network sees them."
-    if not hasattr(model.base, 'fit_whitening'): return
+    if not getattr(model.base, 'whiten', False): return
     x = to_model_range(x[:n]) if x.dtype == torch.uint8 else x[:n]
     with torch.no_grad(): xs = model.noise(x) if model.at == 'input' else x
     model.base.fit_whitening(xs)
