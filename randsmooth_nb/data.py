@@ -4,13 +4,13 @@
 
 # %% ../nbs/07_data.ipynb #796178f3
 from __future__ import annotations
-import hashlib, json, math, os, random, time, warnings
+import hashlib, json, math, os, pickle, random, tarfile, time, warnings
 from pathlib import Path
 from typing import Iterator
 
 # %% auto #0
 __all__ = ['DATASETS', 'SPLITS', 'IMAGE_EXTENSIONS', 'dataset_cache_dir', 'ImageData', 'to_model_range', 'from_model_range',
-           'make_synthetic', 'is_imagefolder', 'load_imagefolder', 'load_dataset', 'augment', 'Batches',
+           'make_synthetic', 'is_imagefolder', 'load_imagefolder', 'cifar_fault', 'load_dataset', 'augment', 'Batches',
            'random_resized_crop_params', 'random_resized_crop', 'FolderData', 'FolderBatches', 'make_batches',
            'figure_samples']
 
@@ -276,6 +276,20 @@ def _missing_cifar(name, places) -> FileNotFoundError:
         f"{spec['label']} not found in {where}. Either pass download=True (needs internet; torchvision fetches it) "
         f"or point data_dir at an ImageFolder copy laid out as {_LAYOUT}")
 
+def cifar_fault(name:str, # 'cifar10' or 'cifar100'
+                root, # a torchvision root (holding cifar-10-batches-py/ or cifar-100-python/)
+               ) -> str:
+    "What is wrong with torchvision's CIFAR files under `root`, naming the file: a bad md5 (its archive included), or a file missing from its folder; empty if nothing."
+    import torchvision
+    from torchvision.datasets.utils import check_integrity
+    tv, root = getattr(torchvision.datasets, _CIFAR[name]['tv']), Path(root).expanduser()
+    files = [(root/tv.base_folder/f, m) for f, m in tv.train_list + tv.test_list + [(tv.meta['filename'], tv.meta['md5'])]]
+    files.append((root/tv.filename, tv.tgz_md5))
+    bad = [p for p, m in files if p.exists() and not check_integrity(str(p), m)]
+    if bad: return f"{bad[0]} is corrupt (its md5 differs from torchvision's): delete it and fetch it again"
+    missing = [p for p, _ in files[:-1] if not p.exists()] if (root/tv.base_folder).is_dir() else []
+    return f"{missing[0]} is missing" if missing else ''
+
 def _load_cifar(name, split, data_dir, download, image_size, limit, cache) -> ImageData:
     spec = _CIFAR[name]
     places = [Path(data_dir).expanduser()] if data_dir is not None else \
@@ -294,7 +308,12 @@ def _load_cifar(name, split, data_dir, download, image_size, limit, cache) -> Im
         root = places[0]
     import torchvision
     try: ds = getattr(torchvision.datasets, spec['tv'])(root=str(root), train=split == 'train', download=download)
-    except RuntimeError as e: raise _missing_cifar(name, [root]) from e
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, tarfile.TarError) as e:   # offline, bad md5, corrupt archive
+        fault, why = cifar_fault(name, root), f"{type(e).__name__}: {e}"
+        if fault: raise RuntimeError(f"{spec['label']} in {root}: {fault} ({why})") from e
+        if download: raise ConnectionError(f"could not download {spec['label']} into {root} ({why}): offline? "
+                                           f"point data_dir at a copy (torchvision's {spec['folder']}/, or {_LAYOUT})") from e
+        raise _missing_cifar(name, [root]) from e
     x, y = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.int64)
     if limit is not None and limit < len(y):
         idx = _stratified_take(y, limit, torch.arange(len(y)), spec['num_classes']); x, y = x[idx], y[idx]

@@ -92,7 +92,7 @@ DEVICES = ('', 'cpu', 'cuda', 'mps')
 PARAMS = {
     'preset': Param(str, 'paper | quick | smoke', PRESET_NAMES),
     'seed': Param(int, 'random seed', min=0),
-    'data_dir': Param(str, 'data set directory ("" = the default cache)'),
+    'data_dir': Param(str, 'data set directory ("" = the cache; CIFAR is downloaded there when missing)'),
     'out_dir': Param(str, 'results root: results go to <out_dir>/<preset>/'),
     'cache_dir': Param(str, 'model and evaluation cache ("" = ~/.cache/randsmooth)'),
     'device': Param(str, '"" = CUDA when available, else CPU', DEVICES),
@@ -182,14 +182,18 @@ def write_table(path_stem:str|Path, # file path without extension; .csv and .md 
     atomic_write(p.with_suffix('.md'), "\n".join(md) + "\n")
     return [p.with_suffix('.csv'), p.with_suffix('.md')]
 
+# no creation date (PDF) and no matplotlib version (PNG): the same figure gives the same bytes
+_NO_STAMP = {'pdf': {'CreationDate': None}, 'png': {'Software': None}}
+
 def save_figure(fig, path_stem:str|Path, label:str='') -> list:
-    "Save `fig` as PNG and PDF (atomically), with `label` (preset, data, hardware) as a title line."
+    "Save `fig` as PNG and PDF (atomically, byte-identical for identical content), with `label` (preset, data, hardware) as a title line."
     import matplotlib.pyplot as plt
     if label: fig.suptitle(label, fontsize=7, y=0.995, color='0.3')
     fig.tight_layout(rect=(0, 0, 1, 0.97) if label else None)
     out = []
     for ext in ('png', 'pdf'):
-        buf = io.BytesIO(); fig.savefig(buf, format=ext, dpi=150); out.append(atomic_write(Path(path_stem).with_suffix('.' + ext), buf.getvalue()))
+        buf = io.BytesIO(); fig.savefig(buf, format=ext, dpi=150, metadata=_NO_STAMP[ext])
+        out.append(atomic_write(Path(path_stem).with_suffix('.' + ext), buf.getvalue()))
     plt.close(fig)
     return out
 
@@ -258,8 +262,11 @@ class Experiment:
                 tr = load_dataset('imagefolder', 'train', dd, image_size=299, limit=self.cfg['train_size'], stream=True)
                 te = load_dataset('imagefolder', te_split, dd, image_size=299, limit=self.cfg['test_size'])
             else:
-                dd = self.params.get('data_dir') or str(self.cache_dir/'data')
-                kw = dict(data_dir=dd, download=bool(self.params.get('download', False)))
+                # data_dir "": the cache, where torchvision downloads the data set if it is not there yet;
+                # a given data_dir is read as it is (downloaded into only with download=True)
+                given = self.params.get('data_dir')
+                dd = given or (str(self.cache_dir/'data') if self.params.get('cache_dir') else None)
+                kw = dict(data_dir=dd, download=bool(self.params.get('download', False)) or not given)
                 tr, te = load_dataset(ds, 'train', **kw), load_dataset(ds, 'test', **kw)
             self._data = (tr, te)
         return self._data
