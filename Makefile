@@ -1,6 +1,8 @@
 # randsmooth_nb: two commands.
 #   make test       set up .venv (first time), check notebooks are clean and exported, run all tests
 #   make reproduce  set up .venv (first time), regenerate the paper's tables and figures in paper_figures/
+#                   (CIFAR-10/100 are downloaded into the cache when no DATA_DIR is given and they are not there;
+#                   REPRO_ARGS=--no-download stops instead; non-zero exit when a notebook failed or nothing ran)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python

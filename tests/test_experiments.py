@@ -3,8 +3,8 @@
 Every notebook runs once at preset='smoke', in the dependency order of `reproduce.NOTEBOOKS`, sharing one model and
 evaluation cache for the whole session (exp_fig1a trains the models the others reuse); then each artifact the
 notebook promises is checked: tables (rows, columns, finite numbers, the paper's values), figures, JSON manifest.
-Parameters are checked against `experiments.NOTEBOOK_PARAMS`, bad values must fail fast with the validation message,
-and the CLI must run, skip what is done, rerun with --force and reject bad arguments with exit code 2.
+Parameters are checked against `experiments.NOTEBOOK_PARAMS`, and bad values must fail fast with the validation
+message. The `randsmooth-reproduce` CLI is tested in tests/test_reproduce.py.
 
 Set RANDSMOOTH_TEST_ALL_PARAMS=1 to run every bad parameter through papermill on every notebook (36 kernel starts,
 about 3 minutes); by default each notebook gets one of them through papermill (all four kinds are covered) and the
@@ -23,7 +23,7 @@ import papermill as pm
 import pytest
 
 from randsmooth_nb.experiments import NOTEBOOK_PARAMS, PRESET_NAMES, check_params
-from randsmooth_nb.reproduce import NOTEBOOKS, main
+from randsmooth_nb.reproduce import NOTEBOOKS
 
 NBS = Path(__file__).resolve().parent.parent/'nbs'
 EXP = sorted(p.stem for p in NBS.glob('exp_*.ipynb'))
@@ -360,58 +360,4 @@ def test_bad_parameter_papermill(name, kind, tmp_path):
     assert not (tmp_path/'cache').exists() and not (tmp_path/'pf').exists()     # ... before any work
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# the reproduce CLI
-def test_reproduce_cli(tmp_path, cache_dir, capsys, monkeypatch):
-    out = tmp_path/'figs'
-    args = ['--preset', 'smoke', '--only', 'exp_fig1a', '--out-dir', str(out), '--cache-dir', str(cache_dir), '--device', 'cpu']
-    before = sorted(p.name for p in NBS.iterdir())
-    assert main(args) == 0
-    log = capsys.readouterr().out
-    assert 'exp_fig1a' in log and 'ok in' in log
-    executed = out/'runs'/'smoke'/'exp_fig1a.ipynb'
-    nb = nbformat.read(executed, as_version=4)
-    assert any('injected-parameters' in c.metadata.get('tags', []) for c in nb.cells)
-    assert any(c.get('outputs') for c in nb.cells if c.cell_type == 'code')
-    assert sorted(p.name for p in NBS.iterdir()) == before            # nothing written next to the sources
-    st = json.loads((out/'runs'/'smoke'/'status.json').read_text())
-    assert set(st) == {'exp_fig1a'} and st['exp_fig1a']['status'] == 'ok' and st['exp_fig1a']['params']['preset'] == 'smoke'
-    idx = (out/'README.md').read_text()
-    table_md = (out/'smoke'/'fig1a_accuracy_vs_sd.md').read_text().strip()
-    assert '## Preset `smoke`' in idx and '### fig1a_accuracy_vs_sd' in idx and table_md in idx
-    assert re.search(r'\| exp_fig1a \| ok \|', idx)
-    assert (out/'smoke'/'exp_fig1a.json').exists() and (out/'theory'/'theory.json').exists()
-    assert len(list((out/'theory').glob('*.png'))) == 5
-    first = st['exp_fig1a']['finished'], executed.stat().st_mtime_ns
-    # the theory figures (checked above) are redrawn only when out of date or with --force: count the redraws
-    import randsmooth_nb.reproduce as R
-    calls = []
-    monkeypatch.setattr(R, 'theory_figures', lambda out_dir: calls.append(out_dir) or [])
-
-    assert main(args) == 0                               # second call: skipped
-    log = capsys.readouterr().out
-    assert 'done earlier' in log and 'theory figures: up to date' in log and calls == []
-    st2 = json.loads((out/'runs'/'smoke'/'status.json').read_text())
-    assert (st2['exp_fig1a']['finished'], executed.stat().st_mtime_ns) == first
-
-    assert main(args + ['--force']) == 0                 # --force reruns it
-    log = capsys.readouterr().out
-    assert 'done earlier' not in log and 'ok in' in log
-    assert executed.stat().st_mtime_ns != first[1]
-    assert json.loads((out/'runs'/'smoke'/'status.json').read_text())['exp_fig1a']['status'] == 'ok' and len(calls) == 1
-
-
-@pytest.mark.parametrize('extra,msg', [(['--only', 'exp_nope'], 'unknown notebook(s) exp_nope; valid choices: exp_fig1a'),
-                                       (['--data-dir', '/nonexistent/dir'], 'is not a directory')])
-def test_reproduce_cli_bad_values(extra, msg, tmp_path, capsys):
-    assert main(['--preset', 'smoke', '--out-dir', str(tmp_path/'o')] + extra) == 2
-    err = capsys.readouterr().err
-    assert 'randsmooth-reproduce: error:' in err and msg in err
-    assert not (tmp_path/'o').exists()                   # rejected before any work
-
-
-@pytest.mark.parametrize('argv,msg', [(['--preset', 'huge'], "invalid choice: 'huge'"), (['--seed', '-1'], '--seed must be >= 0'),
-                                      (['--device', 'tpu'], "invalid choice: 'tpu'")])
-def test_reproduce_cli_bad_args(argv, msg, capsys):
-    "argparse errors return status 2 (the console script's exit code) and name the problem on stderr."
-    assert main(argv) == 2 and msg in capsys.readouterr().err
+# The reproduce CLI (run, resume, --force, no change on a second run, bad arguments) is tested in tests/test_reproduce.py.
