@@ -113,7 +113,7 @@ def test_cw_single_constant_reproduces_torchattacks(det, cw_setup):
     """With one binary-search step and c = 4 c01 (their loss is ours / 4 in [0, 1] units; the tanh variable is the same
     and Adam is scale-free), ours runs torchattacks' optimisation without its early stop: at least as small."""
     x, y = cw_setup['x'], cw_setup['y']
-    xa = CarliniWagnerL2(det, steps=100, binary_search_steps=1, lr=0.01, initial_const=4.0, eot=1)(x, y)
+    xa = CarliniWagnerL2(det, steps=100, binary_search_steps=1, lr=0.01, initial_const=4.0, eot=1, abort_early=False)(x, y)
     ok1, d1 = success_and_dist(det, x, xa, y)
     ok2, d2 = success_and_dist(det, x, cw_setup['theirs'], y)
     assert torch.equal(ok1, ok2) or ok1.double().mean() >= ok2.double().mean()
@@ -337,3 +337,28 @@ def test_theorem2_bound_below_accuracy_under_l2_pgd(noisy, eval_xy):
         assert acc >= bound - 3 * math.hypot(se, curve['accuracy_se']), (a, acc, bound)
     res = accuracy_under_attack(noisy, PGD(noisy, eps=0.25, step=0.06, steps=3, norm='l2', eot=2), x[:40], y[:40], n_vote=8)
     assert res['n'] == 40 and res['median_l2'] <= 0.25 * (1 + 1e-5) and 0 <= res['acc_single'] <= 1
+
+
+# ---------------------------------------------------------------- early abort
+
+def test_early_abort_saves_work_without_weakening(det, noisy, eval_xy):
+    "Deterministic: the loss-stall rule. EoT: the rule noise cannot trigger. Same strength within MC error, less work."
+    x, y = eval_xy[0][:40], eval_xy[1][:40]
+    for A in (CarliniWagnerL2, EAD):
+        runs = {}
+        for ab in (True, False):
+            atk = A(det, steps=40, binary_search_steps=4, initial_const=0.1, eot=1, abort_early=ab)
+            runs[ab] = (atk(x, y), atk.last_norms, sum(atk.last_iterations))
+        (xa1, n1, it1), (xa0, n0, it0) = runs[True], runs[False]
+        assert it1 < it0 == 160, (A.__name__, it1)
+        ok1, ok0 = torch.isfinite(n1), torch.isfinite(n0)
+        assert ok1.double().mean() >= ok0.double().mean() - 0.025
+        both = ok1 & ok0
+        assert n1[both].median() <= n0[both].median() * 1.1
+    runs = {}
+    for ab in (True, False):
+        torch.manual_seed(0)
+        atk = CarliniWagnerL2(noisy, steps=20, binary_search_steps=3, initial_const=1.0, eot=4, abort_early=ab)
+        runs[ab] = mean_se(prob_correct(noisy, atk(x, y), y, n=64))
+    (a1, s1), (a0, s0) = runs[True], runs[False]
+    assert a1 <= a0 + 2 * math.hypot(s1, s0), (a1, a0)
