@@ -22,7 +22,7 @@ import torch
 from .core import (get_device, seed_everything, atomic_write, atomic_write_json, config_hash,
                                 run_manifest, hardware_label, hardware_info, default_cache_dir)
 from .data import load_dataset, to_model_range
-from .training import TrainConfig, madry_config, get_model
+from .training import TrainConfig, madry_config, get_model, FAST_RECIPE
 from .attacks import accuracy_under_attack
 
 # %% ../nbs/12_experiments.ipynb #186c4097
@@ -289,6 +289,9 @@ class Experiment:
         tr = self.data()[0]
         kw = dict(arch=self.cfg['arch'], num_classes=self.num_classes or tr.num_classes, epochs=self.cfg['epochs'],
                   batch_size=self.cfg['batch_size'], train_size=self.cfg['train_size'], seed=self.seed, dropout=self.cfg['dropout'])
+        if self.cfg.get('recipe', 'paper') == 'fast':
+            kw = {**FAST_RECIPE, **kw, 'dropout': 0.0}
+            if madry: kw.update(self.cfg.get('madry_overrides', {}))
         if madry: return madry_config(**kw)
         return TrainConfig(dist=dist if sd > 0 else 'gaussian', sd=float(sd), at=at, **kw)
 
