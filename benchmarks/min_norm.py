@@ -1,0 +1,111 @@
+"""Minimum-norm attacks: `attacks.CarliniWagnerL2` / `attacks.EAD` against torchattacks' CW / EADL1.
+
+    .venv/bin/python benchmarks/min_norm.py [--quick] [--steps 60] [--arch wrn-10-1] [--json PATH]
+
+Undefended network (no noise, EoT 1), B=32 random images in [-1, 1], labelled with the network's own predictions (clean
+accuracy 100 %: every input must be moved).
+Part 1, equal steps, early abort off on both sides: ours with one binary-search step of `steps` iterations and
+abort_early=False, theirs CW(c, steps) / EADL1(binary_search_steps=1, max_iterations=steps, abort_early=False).
+torchattacks' CW always stops early when its loss rises: the forward passes of every call are counted, and the
+figure compared is seconds per iteration. Part 2, the paper's budget with defaults (9 x 60, c0 = 1e-3, early abort on):
+time and success rate of ours against EADL1 (abort_early=True) at the same budget, and against torchattacks' CW
+(no binary search: one c) with 60 steps. Units: torchattacks works in [0, 1]: c = 4 c01, beta = 2 beta01.
+Whole attacks are timed, interleaved in rotating order.
+"""
+from __future__ import annotations
+import time
+
+import torch
+import torch.nn as nn
+import torchattacks
+
+import _common as C
+from randsmooth_nb.attacks import EAD, CarliniWagnerL2
+from randsmooth_nb.models import build_model
+from randsmooth_nb.noise import RandomizedNetwork
+
+B = 32
+
+
+class To01(nn.Module):
+    "The network on [0, 1] inputs, counting forward passes."
+    def __init__(self, net): super().__init__(); self.net, self.calls = net, 0
+    def forward(self, x01): self.calls += 1; return self.net(x01 * 2 - 1)
+
+
+def run(impls:dict, reps:int) -> tuple:
+    for f in impls.values(): f()
+    times, outs, keys = {k: [] for k in impls}, {}, list(impls)
+    for r in range(reps):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            t0 = time.perf_counter(); outs[k] = impls[k](); times[k].append(time.perf_counter() - t0)
+    return times, outs
+
+
+def main():
+    ap = C.parser(__doc__.split('\n')[0])
+    ap.add_argument('--steps', type=int, default=None, help='iterations in part 1 (default 60; --quick: 10)')
+    ap.add_argument('--reps', type=int, default=None, help='interleaved repetitions (default 5; --quick: 3)')
+    ap.add_argument('--skip-paper', action='store_true', help='skip part 2 (paper budget; always skipped with --quick)')
+    args = ap.parse_args()
+    out = {'machine': C.setup(args)}
+    steps, reps = args.steps or (10 if args.quick else 60), args.reps or (3 if args.quick else 5)
+    t_all = time.time()
+    net = RandomizedNetwork(build_model(args.arch, num_classes=10)).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(B, 3, 32, 32, generator=g) * 2 - 1
+    with torch.no_grad(): y = net(x).argmax(1)
+    to01 = To01(net).eval(); x01 = (x + 1) / 2
+    fooled = lambda xa: (net(xa).argmax(1) != y).double().mean().item()
+
+    # part 1: equal steps, abort off; per-iteration time (torchattacks' CW may stop early: its passes are counted)
+    c01, lr = 1.0, 0.01
+    state = {}
+    def theirs_cw():
+        to01.calls = 0; xa = torchattacks.CW(to01, c=c01, steps=steps, lr=lr)(x01, y) * 2 - 1
+        state['cw_iters'] = to01.calls; return xa
+    impl = {'ours: CarliniWagnerL2': lambda: CarliniWagnerL2(net, steps=steps, binary_search_steps=1, initial_const=4 * c01, lr=lr,
+                                                             eot=1, abort_early=False)(x, y),
+            'torchattacks.CW': theirs_cw,
+            'ours: EAD (L1 rule)': lambda: EAD(net, beta=2 * 0.01, steps=steps, binary_search_steps=1, initial_const=4 * c01, lr=lr,
+                                               decision_rule='L1', eot=1, abort_early=False)(x, y),
+            'torchattacks.EADL1': lambda: torchattacks.EADL1(to01, kappa=0, lr=lr, binary_search_steps=1, max_iterations=steps,
+                                                             abort_early=False, initial_const=c01, beta=0.01)(x01, y) * 2 - 1}
+    times, outs = run(impl, reps)
+    iters = {'ours: CarliniWagnerL2': steps, 'torchattacks.CW': state['cw_iters'], 'ours: EAD (L1 rule)': steps, 'torchattacks.EADL1': steps}
+    rows = [{'implementation': k, 'iterations': iters[k], 's/call (median)': C.median(ts), 'ms/iteration': 1000 * C.median(ts) / iters[k],
+             'IQR/median': f"{100 * C.spread(ts):.0f}%", 'fooled': fooled(outs[k])} for k, ts in times.items()]
+    print(C.table(rows, list(rows[0]), f"Part 1: equal steps ({steps}), early abort off, {args.arch} without noise, B={B}, "
+                                       f"{torch.get_num_threads()} threads, {reps} interleaved repetitions"))
+    P = lambda i: rows[i]['ms/iteration']
+    r_cw, r_ead = P(0) / P(1), P(2) / P(3)
+    print(f"RATIO time/iteration ours / torchattacks: C&W {r_cw:.3f}, EAD {r_ead:.3f}   (goal <= 1.0: "
+          f"{'met' if max(r_cw, r_ead) <= 1 else 'NOT met'})")
+    out.update({'steps': steps, 'part1': rows, 'ratio_cw': r_cw, 'ratio_ead': r_ead})
+
+    if not (args.skip_paper or args.quick):   # part 2: the paper's budget, defaults (early abort on)
+        its = {}
+        def ours(A):
+            a = A(net, eot=1); xa = a(x, y); its[A.__name__] = a.last_iterations; return xa
+        impl2 = {'ours: EAD() defaults (9 x 60, abort)': lambda: ours(EAD),
+                 'torchattacks.EADL1 (9 x 60, abort_early)': lambda: torchattacks.EADL1(to01, binary_search_steps=9, max_iterations=60,
+                                                                          abort_early=True, initial_const=1e-3 / 4, beta=0.005)(x01, y) * 2 - 1,
+                 'ours: CarliniWagnerL2() defaults (9 x 60, abort)': lambda: ours(CarliniWagnerL2),
+                 'torchattacks.CW(c=1, steps=60)': lambda: torchattacks.CW(to01, c=1.0, steps=60)(x01, y) * 2 - 1}
+        times2, outs2 = run(impl2, max(2, reps - 2))
+        rows2 = [{'implementation': k, 's (median)': C.median(ts), 'IQR/median': f"{100 * C.spread(ts):.0f}%", 'fooled': fooled(outs2[k]),
+                  'median l2 (fooled)': (outs2[k] - x).flatten(1).norm(dim=1)[net(outs2[k]).argmax(1) != y].median().item()}
+                 for k, ts in times2.items()]
+        print(C.table(rows2, list(rows2[0]), "\nPart 2: time to break the undefended network at the paper's budget, defaults"))
+        print(f"our iterations per binary-search step (early abort): {its}")
+        Q = lambda i: rows2[i]['s (median)']
+        print(f"RATIO time ours / torchattacks at the paper budget: EAD {Q(0) / Q(1):.3f}, C&W {Q(2) / Q(3):.3f}   (goal <= 1.0)")
+        out.update({'part2': rows2, 'our_iterations_per_search_step': its, 'ratio_paper_ead': Q(0) / Q(1), 'ratio_paper_cw': Q(2) / Q(3)})
+    out['wall_time_s'] = round(time.time() - t_all, 1)
+    print(f"\n(total {out['wall_time_s']} s; load average at start {out['machine']['load_avg_1min_at_start']}: "
+          f"on a shared CPU the numbers move by several %)")
+    C.write_json(args.json, out)
+
+
+if __name__ == '__main__':
+    main()
