@@ -433,16 +433,29 @@ class EAD(_BinarySearchAttack):
 # %% ../nbs/09_attacks.ipynb #b03f0880
 def robust_accuracy_curve(norms, # per input, the smallest adversarial norm found (inf: none found), e.g. `atk.last_norms`
                           radii, # radii at which to read the curve
+                          p_correct=None, # optional, per input: the expected correctness of the returned example (fresh draws)
                          ) -> dict:
-    "Robust accuracy against radius: the fraction of inputs whose smallest adversarial norm exceeds r, with standard errors."
+    """Robust accuracy against radius: the fraction of inputs whose smallest adversarial norm exceeds r, with standard errors.
+    With `p_correct`, also `accuracy_expected`: an input broken within r counts with the expected correctness of its
+    example (Definition 5), one not broken within r counts as 1; it confirms on fresh draws what the attack's mean decided."""
     n = torch.as_tensor(norms, dtype=torch.float64).flatten().cpu()
     r = torch.as_tensor(radii, dtype=torch.float64).flatten().cpu()
     if n.numel() == 0: raise ValueError("norms is empty")
     if torch.isnan(n).any() or (n < 0).any(): raise ValueError("norms must be >= 0 (inf where no adversarial example was found)")
     if r.numel() == 0 or not torch.isfinite(r).all() or (r < 0).any(): raise ValueError("radii must be finite numbers >= 0")
-    acc = (n[None, :] > r[:, None]).double().mean(1)
-    return {'radius': r, 'accuracy': acc, 'se': (acc * (1 - acc) / n.numel()).sqrt(), 'n': n.numel(),
-            'never_broken': float(torch.isinf(n).double().mean())}
+    safe = n[None, :] > r[:, None]
+    acc = safe.double().mean(1)
+    out = {'radius': r, 'accuracy': acc, 'se': (acc * (1 - acc) / n.numel()).sqrt(), 'n': n.numel(),
+           'never_broken': float(torch.isinf(n).double().mean())}
+    if p_correct is not None:
+        p = torch.as_tensor(p_correct, dtype=torch.float64).flatten().cpu()
+        if p.shape != n.shape or torch.isnan(p).any() or (p < 0).any() or (p > 1).any():
+            raise ValueError(f"p_correct must hold one value in [0, 1] per input ({n.numel()}), got shape {tuple(p.shape)}")
+        v = torch.where(safe, torch.ones_like(p)[None, :], p[None, :])
+        out['accuracy_expected'] = v.mean(1)
+        out['se_expected'] = v.std(1, unbiased=True) / math.sqrt(n.numel()) if n.numel() > 1 else torch.zeros_like(acc)
+    return out
+
 
 # %% ../nbs/09_attacks.ipynb #2330bde8
 def accuracy_under_attack(model:nn.Module,
@@ -454,14 +467,16 @@ def accuracy_under_attack(model:nn.Module,
                           state_path=None, # save/resume per-input results here (atomic JSON)
                           progress:bool=False,
                          ) -> dict:
-    "Accuracy on `attack(x, y)` from one fresh noisy pass and from the majority vote of `n_vote` draws, with standard errors."
+    """Accuracy on `attack(x, y)` from one fresh noisy pass and from the majority vote of `n_vote` draws, with standard errors.
+    Per input it also keeps `p_correct` (the fraction of the `n_vote` draws that are right) and, for a minimum-norm attack
+    (one with `last_norms`), `min_norms` (None where it found no adversarial example), for `robust_accuracy_curve`."""
     import json
     from pathlib import Path
     from randsmooth_nb.core import atomic_write_json
     device = device or next(model.parameters()).device
-    N = len(x); st = {'single': [], 'vote': [], 'l2': [], 'linf': [], 'l1': []}
+    N = len(x); st = {'single': [], 'vote': [], 'l2': [], 'linf': [], 'l1': [], 'p_correct': [], 'min_norms': []}
     if state_path is not None and Path(state_path).exists():
-        st = json.loads(Path(state_path).read_text())
+        st = {**st, **json.loads(Path(state_path).read_text())}
     from tqdm.auto import tqdm
     starts = list(range(len(st['single']), N, batch_size))
     for i in tqdm(starts, disable=not progress, desc='attack', mininterval=5):
@@ -470,9 +485,13 @@ def accuracy_under_attack(model:nn.Module,
         model.eval()
         with torch.inference_mode():
             single = (model(xa).argmax(-1) == yb)
-        vote = label_counts(model, xa, n_vote).argmax(-1) == yb
+        counts = label_counts(model, xa, n_vote)
+        vote = counts.argmax(-1) == yb
         d = (xa - xb).flatten(1)
         st['single'] += single.int().tolist(); st['vote'] += vote.int().tolist()
+        st['p_correct'] += (counts[torch.arange(len(yb)), yb].double() / n_vote).tolist()
+        norms = getattr(attack, 'last_norms', None)
+        if norms is not None: st['min_norms'] += [v if math.isfinite(v) else None for v in norms.tolist()]
         st['l2'] += d.norm(dim=1).tolist(); st['linf'] += d.abs().amax(1).tolist(); st['l1'] += d.abs().sum(1).tolist()
         if state_path is not None: atomic_write_json(state_path, st)
     s, v = torch.tensor(st['single'], dtype=torch.float64), torch.tensor(st['vote'], dtype=torch.float64)
@@ -480,7 +499,9 @@ def accuracy_under_attack(model:nn.Module,
     acc_s, acc_v = s.mean().item(), v.mean().item()
     med = lambda k: float(torch.tensor(st[k]).median()) if st[k] else 0.0
     return {'n': N, 'acc_single': acc_s, 'se_single': se(acc_s), 'acc_vote': acc_v, 'se_vote': se(acc_v),
-            'median_l2': med('l2'), 'median_linf': med('linf'), 'median_l1': med('l1'), 'n_vote': n_vote}
+            'median_l2': med('l2'), 'median_linf': med('linf'), 'median_l1': med('l1'), 'n_vote': n_vote,
+            'p_correct': st['p_correct'], 'min_norms': st['min_norms'] if len(st['min_norms']) == N else None}
+
 
 # %% ../nbs/09_attacks.ipynb #df17d6ea
 def _attack_name(a) -> str:
