@@ -1,6 +1,7 @@
 # randsmooth_nb: two commands.
 #   make test       set up .venv (first time), check notebooks are clean and exported, run all tests
 #   make reproduce  set up .venv (first time), regenerate the paper's tables and figures in paper_figures/
+#   make plan       what PRESET will cost per notebook (models to train or cached, passes, ETA here); runs nothing
 #                   (CIFAR-10/100 are downloaded into the cache when no DATA_DIR is given and they are not there;
 #                   REPRO_ARGS=--no-download stops instead; non-zero exit when a notebook failed or nothing ran)
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ PRESET ?= quick
 DATA_DIR ?=
 REPRO_ARGS ?=
 
-.PHONY: install test reproduce sync-check clean-check nbtest pytest bench
+.PHONY: install test reproduce plan readme readme-check sync-check clean-check nbtest pytest bench
 
 $(VENV)/.installed: settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -47,12 +48,27 @@ nbtest: install
 pytest: install
 	$(BIN)/pytest -q tests
 
-test: clean-check sync-check nbtest pytest
+# README.md is generated from nbs/index.ipynb (tools/build_readme.py): fails when they drift.
+readme-check: install
+	$(PY) tools/build_readme.py --check
+
+# Execute nbs/index.ipynb (seconds) and regenerate README.md from it.
+readme: install
+	$(PY) tools/build_readme.py
+	$(BIN)/nbdev_clean --fname nbs/index.ipynb
+
+test: clean-check sync-check readme-check nbtest pytest
 
 reproduce: install
 	$(BIN)/randsmooth-reproduce --preset $(PRESET) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(REPRO_ARGS)
+
+# What PRESET will cost, per notebook (models to train or cached, passes, ETA from a short calibration); runs nothing.
+plan: install
+	$(BIN)/randsmooth-reproduce --preset $(PRESET) --plan $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(REPRO_ARGS)
 
 bench: install
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/eot_attack.py
 	$(PY) benchmarks/mc_predict.py
+	$(PY) benchmarks/apgd.py
+	$(PY) benchmarks/min_norm.py

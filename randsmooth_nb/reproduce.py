@@ -315,7 +315,7 @@ def reproduce(preset:str='quick', # paper | quick | smoke
             out.results[name], out.reasons[name] = 'skipped', why
             log(f"{head} skipped: {why}" + ("; its earlier result is kept" if good else ''))
             status[name] = _keep(prev, inputs, 'skipped') if good else {'status': 'skipped', 'reason': why}
-        elif good and prev.get('params') == rec and prev.get('inputs', inputs) == inputs and (runs/f"{name}.ipynb").exists() and not force:
+        elif good and prev.get('params') == rec and prev.get('inputs') == inputs and (runs/f"{name}.ipynb").exists() and not force:
             out.results[name] = 'done earlier'
             log(f"{head} done earlier ({_fmt_s(prev.get('seconds', 0))}), skipped; --force reruns it")
         else:
@@ -339,12 +339,15 @@ def reproduce(preset:str='quick', # paper | quick | smoke
                 log(f"{head} FAILED after {_fmt_s(time.time() - t0)}: {last}" + ("; its earlier result is kept" if good else ''))
         write_if_changed(_status_path(out_dir, preset), json_text(status))
     out.status, out.seconds = status, time.time() - t_all
+    from randsmooth_nb.verdict import write_verdict
+    write_verdict(out_dir/preset)                 # each claim of the paper: held / not held / inconclusive
     out.index = write_index(out_dir) if preset in COMMITTED_PRESETS else write_index(out_dir, (preset,), out_dir/preset/'README.md')
     return out
 
 def _keep(prev:dict, inputs:str, what:str, params:dict|None=None) -> dict:
     "An earlier `ok` entry, kept as it was; marked stale when its inputs (or, for a failed rerun, parameters) changed since."
-    changed = ('inputs' in prev and prev['inputs'] != inputs) or (params is not None and prev.get('params') != params)
+    changed = prev.get('inputs') != inputs   # an entry without an inputs hash cannot show it is current
+    changed = changed or (params is not None and prev.get('params') != params)
     return {**prev, 'stale': f"inputs changed since this result; the rerun was {what}"} if changed else prev
 
 # %% ../nbs/13_reproduce.ipynb #a970f177
@@ -425,11 +428,20 @@ def main(argv=None):
     ap.add_argument('--only', default='', help=f"comma-separated subset of: {', '.join(NOTEBOOKS)}")
     ap.add_argument('--force', action='store_true', help='rerun notebooks that already finished')
     ap.add_argument('--nbs-dir', default='', help='directory of the exp_*.ipynb notebooks (default: the repository nbs/)')
+    ap.add_argument('--plan', action='store_true', help='print what the preset will cost per notebook (models to train or cached, passes, ETA on --device from a short calibration) and exit without running anything')
+    ap.add_argument('--plan-budget', type=float, default=24.0, metavar='SECONDS', help="seconds for --plan's calibration on a CPU, roughly (0: pass counts only, no ETA)")
     try:
         a = ap.parse_args(argv)
         if a.seed < 0: ap.error('--seed must be >= 0')
+        if a.plan_budget < 0: ap.error('--plan-budget must be >= 0')
     except SystemExit as e: return e.code
     only = [s.strip() for s in a.only.split(',') if s.strip()] or None
+    if a.plan:                                      # missing data does not stop a plan: it names what is missing
+        from randsmooth_nb.plan import plan
+        try: p = plan(a.preset, only, {'seed': a.seed}, a.data_dir, a.cifar100_dir, a.imagenet_dir, a.cache_dir, a.device,
+                      calibration=a.plan_budget > 0, budget_s=a.plan_budget, log=lambda m: print(m, file=sys.stderr))
+        except ValueError as e: print(f"randsmooth-reproduce: error: {e}", file=sys.stderr); return 2
+        print(p.table()); return 0
     try:
         o = reproduce(a.preset, a.data_dir, a.cifar100_dir, a.imagenet_dir, a.out_dir, a.cache_dir, a.device, a.seed,
                       a.download, only, a.force, a.nbs_dir or None)
