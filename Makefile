@@ -1,6 +1,7 @@
 # randsmooth_nb: two commands.
 #   make test       set up .venv (first time), check notebooks are clean and exported, run all tests
 #   make reproduce  set up .venv (first time), regenerate the paper's tables and figures in paper_figures/
+#   make docs       static HTML site of every notebook in _docs/ (offline)
 #   make plan       what PRESET will cost per notebook (models to train or cached, passes, ETA here); runs nothing
 #                   (CIFAR-10/100 are downloaded into the cache when no DATA_DIR is given and they are not there;
 #                   REPRO_ARGS=--no-download stops instead; non-zero exit when a notebook failed or nothing ran)
@@ -12,7 +13,7 @@ PRESET ?= quick
 DATA_DIR ?=
 REPRO_ARGS ?=
 
-.PHONY: install test reproduce plan readme readme-check sync-check clean-check nbtest pytest bench
+.PHONY: install test reproduce plan docs readme readme-check sync-check clean-check nbtest pytest bench
 
 $(VENV)/.installed: settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -56,6 +57,11 @@ readme-check: install
 readme: install
 	$(PY) tools/build_readme.py
 	$(BIN)/nbdev_clean --fname nbs/index.ipynb
+
+# Static HTML site in _docs/ (Sphinx + MyST-NB, offline, local MathJax): every notebook with its committed
+# outputs (none is executed), the API reference of every exported name, and the results page.
+docs: install
+	$(PY) docs/build.py
 
 test: clean-check sync-check readme-check nbtest pytest
 
