@@ -1,10 +1,10 @@
 # randsmooth_nb: two commands.
 #   make test       set up .venv (first time), check notebooks are clean and exported, run all tests
 #   make reproduce  set up .venv (first time), regenerate the paper's tables and figures in paper_figures/
-#   make docs       static HTML site of every notebook in _docs/ (offline)
-#   make plan       what PRESET will cost per notebook (models to train or cached, passes, ETA here); runs nothing
 #                   (CIFAR-10/100 are downloaded into the cache when no DATA_DIR is given and they are not there;
 #                   REPRO_ARGS=--no-download stops instead; non-zero exit when a notebook failed or nothing ran)
+#   make docs       static HTML site of every notebook in _docs/ (offline)
+#   make plan       what PRESET will cost per notebook (models to train or cached, passes, ETA here); runs nothing
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
