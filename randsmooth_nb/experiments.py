@@ -9,10 +9,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRESET_NAMES', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'PAPER', 'ARCH_GFLOPS', 'NOTEBOOK_DATASET',
-           'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'Param', 'check_params', 'paper_natural',
-           'write_table', 'save_figure', 'estimate_train_hours', 'Experiment', 'make_attack', 'digest',
-           'figure_accuracy_vs_sd', 'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
+__all__ = ['PRESET_NAMES', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'PAPER', 'NOTEBOOK_DATASET', 'NOTEBOOK_ARCH',
+           'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'Param', 'check_params', 'paper_natural', 'write_table',
+           'save_figure', 'Experiment', 'make_attack', 'digest', 'figure_accuracy_vs_sd', 'figure_ours_vs_paper',
+           'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
 
 # %% ../nbs/12_experiments.ipynb #14e76814
 import numpy as np
@@ -199,21 +199,6 @@ def save_figure(fig, path_stem:str|Path, label:str='') -> list:
     plt.close(fig)
     return out
 
-# %% ../nbs/12_experiments.ipynb #7203b993
-# forward GFLOPs per image (32x32 unless stated), used only for the CPU time estimate of the paper preset
-ARCH_GFLOPS = {'wrn-28-10': 5.25, 'wrn-16-8': 1.55, 'wrn-16-4': 0.39, 'wrn-16-2': 0.10, 'wrn-16-1': 0.027,
-               'wrn-10-2': 0.046, 'wrn-10-1': 0.012, 'tiny': 0.001, 'inception_resnet_v2': 13.2}
-
-def _machine_gflops(seconds=0.3):
-    a = torch.randn(512, 512); n = 0; t = time.time()
-    while time.time() - t < seconds: a @ a; n += 1
-    return 2 * 512 ** 3 * n / (time.time() - t) / 1e9
-
-def estimate_train_hours(arch:str, epochs:int, n_images:int, gflops_machine:float|None=None) -> float:
-    "Rough training time (hours) of one model: 3x forward FLOPs per image, at the measured matmul speed / 3."
-    g = gflops_machine or _machine_gflops()
-    return ARCH_GFLOPS.get(arch, 1.0) * 3 * epochs * n_images / (g / 3) / 3600
-
 # %% ../nbs/12_experiments.ipynb #7a35ad70
 NOTEBOOK_DATASET = {'exp_cifar100': 'cifar100', 'exp_imagenet': 'imagefolder'}
 NOTEBOOK_ARCH = {'exp_imagenet': 'inception_resnet_v2'}
@@ -245,10 +230,28 @@ class Experiment:
         self.cache_dir = Path(params.get('cache_dir') or default_cache_dir())
         self.t0 = time.time(); self._data = None; self.artifacts = []; self.models = {}
         self.hardware = hardware_label(self.device)
+        self.eta_h = self.print_plan() if self.preset != 'smoke' else None
         if self.preset == 'paper' and self.device.type == 'cpu':
-            h = estimate_train_hours(self.cfg['arch'], self.cfg['epochs'], 50_000)
-            warnings.warn(f"preset='paper' is meant for a GPU: on this CPU one {self.cfg['arch']} model would take about "
-                          f"{h:,.0f} hours ({h / 24:,.1f} days) to train, and {name} trains several. Running anyway.")
+            eta = f"about {self.eta_h:,.0f} hours ({self.eta_h / 24:,.1f} days) here, by the plan above" if self.eta_h else "a very long time"
+            warnings.warn(f"preset='paper' is meant for a GPU: on this CPU {name} would take {eta}. Running anyway.")
+
+    ETA_BUDGET_S = 10.0   # seconds of calibration for the ETA printed at the start (0: pass counts only)
+
+    def print_plan(self) -> float|None:
+        "Print this notebook's plan (`plan.plan`: models to train or cached, passes) with an ETA on this device; return the hours."
+        from randsmooth_nb.plan import plan
+        over = {k: v for k, v in self.params.items() if k in PARAMS and k != 'preset' and v is not None}
+        dd = over.pop('data_dir', '')
+        try:
+            p = plan(self.preset, [self.name], over, dd, dd, dd, str(self.cache_dir), self.device.type,
+                     calibration=self.ETA_BUDGET_S > 0, budget_s=self.ETA_BUDGET_S)
+        except Exception as e:                         # an ETA must never stop an experiment
+            print(f"{self.name}: no plan ({type(e).__name__}: {e})"); return None
+        t = p.total; h = t['hours']
+        print(f"{self.name} at preset {self.preset}: {t['to_train']} network(s) to train, {t['cached']} cached; "
+              f"{t['passes'].train:,} training, {t['passes'].attack:,} attack and {t['passes'].forward:,} forward passes; "
+              + (f"ETA {h:.2f} h on {p.device} (from a {self.ETA_BUDGET_S:g} s calibration; `make plan` for details)" if h is not None else "no ETA"))
+        return h
 
     # ---- data
     def data(self):
