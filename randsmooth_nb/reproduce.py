@@ -204,8 +204,10 @@ def load_status(out_dir, preset) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 def notebook_inputs(nb_path:Path, preset:str) -> str:
-    "Hash of what a notebook's results depend on besides its parameters: its source and the preset's values."
-    return config_hash({'notebook': hashlib.sha256(Path(nb_path).read_bytes()).hexdigest(), 'preset': PRESETS[preset]})
+    "Hash of what a notebook's results depend on besides its parameters: its cells' sources and the preset's values."
+    cells = json.loads(Path(nb_path).read_text())['cells']    # not the JSON layout or the outputs: nbdev_clean keeps it
+    src = [(c['cell_type'], ''.join(c['source']) if isinstance(c['source'], list) else c['source']) for c in cells]
+    return config_hash({'notebook': src, 'preset': PRESETS[preset]})
 
 def run_notebook(nb_path:Path, out_path:Path, params:dict, cwd:Path) -> float:
     "Execute one notebook with papermill; return its wall time in seconds."
