@@ -138,7 +138,7 @@ def _table1(out):
         if d['attack'] == 'pgd': assert num(d['median_linf']) <= s['eps'] + 1e-6      # PGD stays in its eps-ball
         assert int(num(d['n'])) == (64 if d['attack'] == 'natural' else 16)
     check_figure(out, 'table1')
-    return ['table1', 'table1_details', 'table1_strongest']
+    return ['table1', 'table1_details', 'table1_strongest', 'table1_min_norm']
 
 def _table2(out):
     models = ['Madry et al.', 'Normal 0.32', 'Laplace 0.32', 'Normal 0.5', 'Laplace 0.5']    # the paper's column order
@@ -227,7 +227,7 @@ CHECKS = {'exp_fig1a': _fig1a, 'exp_table1': _table1, 'exp_table2': _table2, 'ex
           'exp_eot_sweep': _eot_sweep, 'exp_certificates': _certificates, 'exp_first_layer': _first_layer,
           'exp_cifar100': _cifar100, 'exp_imagenet': _imagenet}
 SANITY_WRITERS = ('exp_table1', 'exp_table2', 'exp_fig1bc', 'exp_eot_sweep')    # notebooks that merge rows into sanity.csv
-FIGURES = {'exp_fig1a': ['fig1a_accuracy_vs_sd'], 'exp_table1': ['table1', 'table1_sanity_eps', 'table1_sanity_loss'],
+FIGURES = {'exp_fig1a': ['fig1a_accuracy_vs_sd'], 'exp_table1': ['table1', 'table1_sanity_eps', 'table1_sanity_loss', 'table1_min_norm'],
            'exp_table2': ['table2', 'table2_sanity_eps'],
            'exp_fig1bc': ['fig1b_guaranteed_gaussian', 'fig1c_guaranteed_laplace'], 'exp_eot_sweep': ['eot_sweep'],
            'exp_certificates': ['certificates'], 'exp_first_layer': ['first_layer_guaranteed'], 'exp_cifar100': ['cifar100'],
