@@ -5,6 +5,7 @@
 #                   REPRO_ARGS=--no-download stops instead; non-zero exit when a notebook failed or nothing ran)
 #   make docs       static HTML site of every notebook in _docs/ (offline)
 #   make plan       what PRESET will cost per notebook (models to train or cached, passes, ETA here); runs nothing
+#   make nbs-run    execute the library notebooks in place (a few minutes on a CPU), so they carry their outputs
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ PRESET ?= quick
 DATA_DIR ?=
 REPRO_ARGS ?=
 
-.PHONY: install test reproduce plan docs readme readme-check sync-check clean-check nbtest pytest bench
+.PHONY: install test reproduce plan docs readme readme-check sync-check clean-check nbtest pytest bench nbs-run outputs-check
 
 $(VENV)/.installed: settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,12 +59,23 @@ readme: install
 	$(PY) tools/build_readme.py
 	$(BIN)/nbdev_clean --fname nbs/index.ipynb
 
+# Execute every library notebook in place (tools/run_nbs.py: seeded, #| slow/gpu/notest cells skipped), then
+# clean them and regenerate README.md from the executed home page.
+nbs-run: install
+	$(PY) tools/run_nbs.py
+	$(BIN)/nbdev_clean
+	$(PY) tools/build_readme.py --no-run
+
+# Fails when a committed library notebook lacks the outputs a reader should see (nothing is executed).
+outputs-check: install
+	$(PY) tools/run_nbs.py --check
+
 # Static HTML site in _docs/ (Sphinx + MyST-NB, offline, local MathJax): every notebook with its committed
 # outputs (none is executed), the API reference of every exported name, and the results page.
 docs: install
 	$(PY) docs/build.py
 
-test: clean-check sync-check readme-check nbtest pytest
+test: clean-check sync-check readme-check outputs-check nbtest pytest
 
 reproduce: install
 	$(BIN)/randsmooth-reproduce --preset $(PRESET) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(REPRO_ARGS)

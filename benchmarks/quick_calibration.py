@@ -7,7 +7,7 @@
 Laplace sd 0.5, Madry et al. with PGD-2, CIFAR-100 without noise; it prints clean accuracy on 2,000 test images
 (expected accuracy over 20 draws for a noisy network) and PGD-20 accuracy on 500 images for the deterministic ones.
 `attack` runs attack budgets on 200 test images of a cached candidate. MODEL: `none` or `<dist>:<sd>`. SPEC:
-`cw,BS,STEPS,C0[,EOT[,PREC]]`, `ead,BS,STEPS,C0[,EOT]`, `pgd,STEPS,EOT,PREC`, `apgd,STEPS,EOT,LOSS,PREC`, e.g.
+`cw,BS,STEPS,C0[,EOT[,PREC]]`, `ead,BS,STEPS,C0[,EOT[,PREC]]`, `pgd,STEPS,EOT,PREC`, `apgd,STEPS,EOT,LOSS,PREC`, e.g.
 `cw,4,20,1.0,16,bf16`. Each result (accuracy, standard error, seconds) is printed as a JSON line and appended to
 `--out` (default quick_calibration.jsonl). Run one at a time: two torch processes on 2 cores slow each other ~5x.
 The figures of the 2026-12-02 run are in nbs/12_experiments.ipynb (the calibration table).
@@ -59,7 +59,7 @@ def make(m, spec:str):
     eot = lambda i: int(a[i]) if len(a) > i else 1
     prec = lambda i: a[i] if len(a) > i else 'fp32'
     if kind == 'cw': return CarliniWagnerL2(m, binary_search_steps=int(a[0]), steps=int(a[1]), initial_const=float(a[2]), eot=eot(3), precision=prec(4)), eot(3)
-    if kind == 'ead': return EAD(m, binary_search_steps=int(a[0]), steps=int(a[1]), initial_const=float(a[2]), eot=eot(3)), eot(3)
+    if kind == 'ead': return EAD(m, binary_search_steps=int(a[0]), steps=int(a[1]), initial_const=float(a[2]), eot=eot(3), precision=prec(4)), eot(3)
     if kind == 'pgd': return PGD(m, eps=0.06, step=0.006, steps=int(a[0]), eot=eot(1), precision=prec(2)), eot(1)
     if kind == 'apgd': return APGD(m, eps=0.06, steps=int(a[0]), eot=eot(1), loss=a[2], precision=prec(3)), eot(1)
     raise SystemExit(f"unknown attack spec {spec!r}; valid kinds: cw, ead, pgd, apgd")

@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'PGD_NORMS', 'APGD_LOSSES', 'EAD_RULES', 'ce_rows', 'eot_loss_grad', 'eot_mean_logits_grad', 'Attack',
-           'PGD', 'dlr_loss', 'apgd_checkpoints', 'APGD', 'margin', 'CarliniWagnerL2', 'ead_shrink', 'EAD',
-           'robust_accuracy_curve', 'accuracy_under_attack', 'worst_case', 'figure_attack_examples']
+__all__ = ['PRECISIONS', 'PGD_NORMS', 'APGD_LOSSES', 'CONFIRM_SCALES', 'EAD_RULES', 'ce_rows', 'eot_loss_grad',
+           'eot_mean_logits_grad', 'Attack', 'PGD', 'dlr_loss', 'apgd_checkpoints', 'APGD', 'margin', 'confirm_fp32',
+           'CarliniWagnerL2', 'ead_shrink', 'EAD', 'robust_accuracy_curve', 'accuracy_under_attack', 'worst_case',
+           'figure_attack_examples']
 
 # %% ../nbs/09_attacks.ipynb #6bb626ff
 import torch
@@ -313,8 +314,12 @@ class _BinarySearchAttack(Attack):
             upper = torch.where(found, torch.minimum(upper, const), upper)
             lower = torch.where(found, lower, torch.maximum(lower, const))
             const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
+        found = torch.isfinite(best_dist)
+        if self.precision != 'fp32':      # a low-precision success may sit on the fp32 boundary: confirm it in fp32
+            best_adv, found = confirm_fp32(self.model, x, y, best_adv, found, self.eot if _noisy(self.model) else 1,
+                                           self.max_batch, self.confidence)
         n = (best_adv - x).flatten(1).norm(p=self.norm_p, dim=1)
-        self.last_norms = torch.where(torch.isfinite(best_dist), n, torch.full_like(n, float('inf'))).cpu()
+        self.last_norms = torch.where(found, n, torch.full_like(n, float('inf'))).cpu()
         return best_adv
 
     def min_norms(self, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
@@ -325,6 +330,29 @@ class _BinarySearchAttack(Attack):
         better = ok & (dist < best_dist)
         best_dist[better] = dist[better]; best_adv[better] = cand[better]
         return better
+
+# %% ../nbs/09_attacks.ipynb #cd604e3f
+CONFIRM_SCALES = (1.0, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0)
+
+def confirm_fp32(model:nn.Module, x:torch.Tensor, y:torch.Tensor,
+                 adv:torch.Tensor, # candidate adversarial examples, found in low precision
+                 found:torch.Tensor, # per input, whether the candidate is adversarial in low precision
+                 eot:int=1, # fp32 draws whose mean logits decide (1 for a deterministic network)
+                 max_batch:int|None=None, confidence:float=0.0, scales=CONFIRM_SCALES):
+    """Per input with `found`, the first scale s in `scales` at which x + s (adv - x), clipped to [-1, 1], is
+    misclassified by the mean fp32 logits over `eot` draws. Returns (examples, confirmed); unconfirmed rows keep `adv`."""
+    out, ok, todo = adv.clone(), torch.zeros_like(found), found.clone()
+    for s in scales:
+        idx = todo.nonzero().squeeze(1)
+        if not len(idx): break
+        cand = (x[idx] + s * (adv[idx] - x[idx])).clamp(-1, 1)
+        with torch.inference_mode():
+            z = _wide(sample_logits(model, _fast(cand), eot, chunk=_per_pass(max_batch, len(idx), x.device))).mean(0)
+        adv_now = (z + confidence * F.one_hot(y[idx], z.shape[1])).argmax(1) != y[idx]
+        hit = idx[adv_now]
+        out[hit] = cand[adv_now]; ok[hit] = True; todo[hit] = False
+    return out, ok
+
 
 # %% ../nbs/09_attacks.ipynb #d44964d0
 class _EarlyAbort:

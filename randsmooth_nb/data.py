@@ -686,9 +686,9 @@ def figure_samples(
         aug = augment(imgs, g, pad=pad) if augmented and len(imgs) else None
         for j in range(ncols): axs[c, j].axis('off')
         for j in range(len(imgs)):
-            axs[c, j].imshow(imgs[j].permute(1, 2, 0).squeeze(-1).numpy(), cmap='gray' if imgs.shape[1] == 1 else None)
+            axs[c, j].imshow(imgs[j].permute(1, 2, 0).squeeze(-1).numpy(), cmap='gray' if imgs.shape[1] == 1 else None, interpolation='nearest')
             if aug is not None:
-                axs[c, n_per_class + 1 + j].imshow(aug[j].permute(1, 2, 0).squeeze(-1).numpy(), cmap='gray' if imgs.shape[1] == 1 else None)
+                axs[c, n_per_class + 1 + j].imshow(aug[j].permute(1, 2, 0).squeeze(-1).numpy(), cmap='gray' if imgs.shape[1] == 1 else None, interpolation='nearest')
         axs[c, 0].text(-0.1, 0.5, data.classes[c], transform=axs[c, 0].transAxes, ha='right', va='center', fontsize=8)
     title = f"{data.label}: samples" + (" (left) and augmented copies (right)" if augmented else "")
     fig.suptitle(title, fontsize=9); fig.tight_layout()

@@ -334,7 +334,7 @@ class Experiment:
         elif kind == 'ead': a = dict(kind='ead', beta=1e-2, steps=c['ead_steps'], binary_search_steps=c['binary_search_steps'],
                                      lr=0.01, decision_rule='EN', initial_const=c['initial_const'], eot=eot)
         else: raise ValueError(f"unknown attack kind {kind!r}; valid choices: pgd, pgd_l2, cw, ead")
-        if c.get('attack_precision', 'fp32') != 'fp32' and kind in ('pgd', 'pgd_l2'):   # not C&W/EAD: see the calibration table
+        if c.get('attack_precision', 'fp32') != 'fp32':   # C&W/EAD confirm their examples in fp32 (`attacks.confirm_fp32`)
             a['precision'] = c['attack_precision']
         a.update(over)
         return a

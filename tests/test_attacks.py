@@ -362,3 +362,19 @@ def test_early_abort_saves_work_without_weakening(det, noisy, eval_xy):
         runs[ab] = mean_se(prob_correct(noisy, atk(x, y), y, n=64))
     (a1, s1), (a0, s0) = runs[True], runs[False]
     assert a1 <= a0 + 2 * math.hypot(s1, s0), (a1, a0)
+
+
+@pytest.mark.parametrize('cls,p', [(CarliniWagnerL2, 2), (EAD, 1)])
+def test_bf16_minimum_norm_examples_are_confirmed_in_fp32(det, eval_xy, cls, p):
+    "A bf16 C&W/EAD run reports a finite norm only for examples that fp32 logits misclassify, and is as strong as fp32."
+    x, y = eval_xy[0][:80], eval_xy[1][:80]
+    runs = {}
+    for prec in ('bf16', 'fp32'):
+        atk = cls(det, steps=20, binary_search_steps=3, initial_const=1.0, eot=1, precision=prec)
+        torch.manual_seed(0); xa = atk(x, y)
+        ok, d = success_and_dist(det, x, xa, y, p=p)
+        found = torch.isfinite(atk.last_norms)
+        assert torch.equal(found, ok), prec                              # reported found <=> adversarial in fp32
+        assert torch.allclose(atk.last_norms[found], d[found], rtol=1e-4), prec
+        runs[prec] = ok.double().mean().item()
+    assert runs['bf16'] >= runs['fp32'] - 0.025 and runs['fp32'] >= 0.9, runs
