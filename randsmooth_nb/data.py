@@ -51,6 +51,21 @@ class _Split:
     def num_classes(self) -> int: return len(self.classes)
     def __len__(self): return len(self.y)
 
+    def __getitem__(self, i):
+        "`ds[i]`: (uint8 image (C, H, W), int label), as a torch `Dataset` gives; a slice or index list: a subset of the same kind."
+        if isinstance(i, (int, np.integer)) and not isinstance(i, bool):
+            if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} images")
+            return self._item(int(i) % len(self))
+        if isinstance(i, slice): return self._new(torch.arange(len(self))[i])
+        idx = torch.as_tensor(i)
+        if idx.dtype == torch.bool or idx.is_floating_point() or idx.ndim != 1:
+            raise TypeError(f"index with an int, a slice or a 1-d integer sequence, got {type(i).__name__}")
+        return self._new(idx.long() % len(self))
+
+    def __iter__(self):
+        "(image, label) pairs in order."
+        for i in range(len(self)): yield self._item(i)
+
     def subset(self,
                n:int, # number of images kept, 1 <= n <= len(self)
                seed:int=0,
@@ -99,6 +114,7 @@ class ImageData(_Split):
             self._fp = h.hexdigest()[:16]
         return self._fp
 
+    def _item(self, i): return self.x[i], int(self.y[i])
     def _new(self, idx):
         idx = idx.to(self.device)
         return ImageData(self.x[idx], self.y[idx], self.classes, self.name, self.label, self.source)
@@ -551,6 +567,7 @@ class FolderData(_Split):
             self._fp = h.hexdigest()[:16]
         return self._fp
 
+    def _item(self, i): return _FolderSamples(self, None, None)[(i, None)]   # decoded, resized, center-cropped
     def _new(self, idx):
         idx = torch.as_tensor(idx, dtype=torch.long)
         return FolderData(self._rel[idx.numpy()], self.y[idx], self.classes, self.image_size, self.name, self.label,

@@ -8,9 +8,9 @@ import copy, re, time
 from typing import Callable
 
 # %% auto #0
-__all__ = ['WRN_VARIANTS', 'ARCHS', 'CPU_TRAIN_THROUGHPUT_2CORE', 'PreActBlock', 'AuthorsBlock', 'WideResNet', 'count_parameters',
-           'TinyCNN', 'FastConvNet', 'patch_whitening', 'fit_whitening', 'inception_resnet_v2', 'build_model',
-           'input_size', 'check_input_fits', 'train_throughput', 'figure_model_zoo']
+__all__ = ['WRN_VARIANTS', 'ARCHS', 'PreActBlock', 'AuthorsBlock', 'WideResNet', 'count_parameters', 'TinyCNN', 'FastConvNet',
+           'patch_whitening', 'fit_whitening', 'inception_resnet_v2', 'build_model', 'input_size', 'check_input_fits',
+           'train_throughput', 'figure_model_zoo']
 
 # %% ../nbs/06_models.ipynb #dc738bc8
 import torch
@@ -294,17 +294,10 @@ def train_throughput(
     return {'img_per_s': batch_size / med, 'img_per_s_best': batch_size / best, 's_per_step': med,
             'batch_size': batch_size, 'channels_last': channels_last, 'threads': torch.get_num_threads(), 'device': str(dev)}
 
-# %% ../nbs/06_models.ipynb #8d004d11
-CPU_TRAIN_THROUGHPUT_2CORE:dict = {
-    'machine': '2-core x86-64 CPU (shared, noisy), PyTorch 2.14: training, batch 128, 32x32',
-    'img_per_s': {'tiny': (3861, 6352), 'wrn-10-1': (905, 1056), 'wrn-16-1': (476, 569), 'wrn-10-2': (391, 458),
-                  'wrn-16-2': (200, 238), 'wrn-16-4': (68, 77)},  # arch -> (default layout, channels-last), best of 5 steps
-}
-
 # %% ../nbs/06_models.ipynb #5363fb4a
 def figure_model_zoo(
     archs:list|None=None, # names from ARCHS (default: all)
-    throughput:dict|None=CPU_TRAIN_THROUGHPUT_2CORE, # {'img_per_s': {arch: (default, channels_last)}, 'machine': str} or None
+    throughput:dict|None=None, # measured rates {'img_per_s': {arch: (default, channels_last)}, 'machine': str}, e.g. from `train_throughput`
 ):
     "Bar charts of parameter counts (both WRN variants) and, if given, measured CPU training throughput."
     import matplotlib.pyplot as plt
