@@ -213,6 +213,14 @@ class Lookahead:
             if t.dtype.is_floating_point: s.lerp_(t, 1 - d); t.copy_(s)
             else: s.copy_(t)
 
+# %% ../nbs/08_training.ipynb #1a498af0
+def _amp_dtype(amp:bool, device:torch.device, recipe:str):
+    "Autocast dtype of training, None for fp32: bf16 on CUDA (fp16 without bf16 support), bf16 on a CPU for the fast recipe."
+    if not amp: return None
+    if device.type == 'cuda': return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == 'cpu' and recipe == 'fast' else None
+
+
 # %% ../nbs/08_training.ipynb #2ca6ba50
 def train(config:TrainConfig,
           train_data:ImageData|FolderData, # training images: in memory, or a streamed image folder (ImageNet)
@@ -220,7 +228,7 @@ def train(config:TrainConfig,
           run_dir:str|Path|None=None, # where checkpoints and logs go (None: nowhere, no resume)
           device=None, # None: CUDA if available else CPU
           resume:bool=True, # continue from run_dir's checkpoint when there is one
-          amp:bool=True, # mixed precision: fp16 on CUDA; bf16 on a CPU for the fast recipe
+          amp:bool=True, # mixed precision: bf16 on CUDA (fp16 + loss scaling where bf16 is missing); bf16 on a CPU for the fast recipe
           channels_last:bool=True, # channels-last memory format (faster for convolutions on CUDA and, measured, on CPU)
           ckpt_every_steps:int|None=None, # also checkpoint every this many steps (always at epoch ends)
           stop_after_steps:int|None=None, # stop (after checkpointing) once this many global steps are done
@@ -231,8 +239,7 @@ def train(config:TrainConfig,
     "Train the randomized network of `config` on `train_data`, resumably."
     t0 = time.time()
     device = get_device(device)
-    use_amp = bool(amp) and device.type == 'cuda'
-    cpu_bf16 = bool(amp) and device.type == 'cpu' and config.recipe == 'fast'
+    amp_dtype = _amp_dtype(amp, device, config.recipe)
     cl = bool(channels_last)
     if train_data.num_classes > config.num_classes:
         raise ValueError(f"the data has {train_data.num_classes} classes but config.num_classes={config.num_classes}")
@@ -245,7 +252,7 @@ def train(config:TrainConfig,
     if cl: model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(config, model)
     look = Lookahead(model) if config.recipe == 'fast' else None
-    scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
+    scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)   # only fp16 needs loss scaling
     batches = make_batches(data, config.batch_size, shuffle=True, augment=config.augment, drop_last=True, device=device,
                            seed=config.seed, num_workers=num_workers,
                            **({'pad': 2} if config.recipe == 'fast' and isinstance(data, ImageData) else {}))
@@ -284,7 +291,7 @@ def train(config:TrainConfig,
         lr = learning_rate(config, step, total)
         for g in opt.param_groups: g['lr'] = lr * g['lr_scale']
         if look is not None and hasattr(model.base, 'stem'): model.base.stem.bias.requires_grad_(step < FAST_STEM_BIAS_EPOCHS * spe)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16, enabled=use_amp or cpu_bf16):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             if config.adversarial:
                 xb = pgd_linf_train(model, xb, yb, config.adv_eps, config.adv_step, config.adv_steps)
             logits = model(xb); loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
