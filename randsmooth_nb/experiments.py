@@ -9,10 +9,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRESET_NAMES', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'PAPER', 'NOTEBOOK_DATASET', 'NOTEBOOK_ARCH',
-           'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'Param', 'check_params', 'paper_natural', 'write_table',
-           'save_figure', 'Experiment', 'make_attack', 'digest', 'figure_accuracy_vs_sd', 'figure_ours_vs_paper',
-           'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
+__all__ = ['PRESET_NAMES', 'ATTACK_PRECISIONS', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'PAPER', 'NOTEBOOK_DATASET',
+           'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'attack_precision', 'Param', 'check_params',
+           'paper_natural', 'write_table', 'save_figure', 'Experiment', 'make_attack', 'digest',
+           'figure_accuracy_vs_sd', 'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
 
 # %% ../nbs/12_experiments.ipynb #14e76814
 import numpy as np
@@ -27,6 +27,15 @@ from .attacks import accuracy_under_attack
 
 # %% ../nbs/12_experiments.ipynb #186c4097
 PRESET_NAMES = ('paper', 'quick', 'smoke')
+ATTACK_PRECISIONS = ('fp32', 'bf16', 'auto')
+
+def attack_precision(value:str, # a preset's `attack_precision`: 'fp32', 'bf16' or 'auto'
+                     device) -> str:
+    "The precision attacks run in on `device`: 'auto' is bf16 on a CUDA device that supports it, else fp32."
+    if value not in ATTACK_PRECISIONS: raise ValueError(f"unknown attack_precision {value!r}; valid choices: {', '.join(ATTACK_PRECISIONS)}")
+    if value != 'auto': return value
+    d = torch.device(device)
+    return 'bf16' if d.type == 'cuda' and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'fp32'
 
 PRESETS = {
     'paper': dict(
@@ -36,7 +45,8 @@ PRESETS = {
         entropy_draws=10_000, entropy_size=1000, cert_n0=100, cert_n=100_000, cert_size=500,
         sd_grid=(0.01, 0.05, 0.1, 0.2, 0.32, 0.5), bound_sds=(0.1, 0.2, 0.32, 0.5),
         eot_grid=(1, 10, 80, 320), eot_size=500, first_layer_sds=(0.1, 0.32, 0.5),
-        apgd_steps=100, apgd_eot=20, sanity_size=200, sanity_eps=(0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0), sanity_radius=0.25),
+        apgd_steps=100, apgd_eot=20, sanity_size=200, sanity_eps=(0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0), sanity_radius=0.25,
+        attack_precision='auto'),
     # quick: the paper's regime on a 2-core CPU (issue 12); every value measured, see the calibration table below
     'quick': dict(
         dataset='cifar10', arch='fast-64-128-128', recipe='fast', dropout=0.0, epochs=10, batch_size=1024, train_size=None,
@@ -334,8 +344,8 @@ class Experiment:
         elif kind == 'ead': a = dict(kind='ead', beta=1e-2, steps=c['ead_steps'], binary_search_steps=c['binary_search_steps'],
                                      lr=0.01, decision_rule='EN', initial_const=c['initial_const'], eot=eot)
         else: raise ValueError(f"unknown attack kind {kind!r}; valid choices: pgd, pgd_l2, cw, ead")
-        if c.get('attack_precision', 'fp32') != 'fp32':   # C&W/EAD confirm their examples in fp32 (`attacks.confirm_fp32`)
-            a['precision'] = c['attack_precision']
+        prec = attack_precision(c.get('attack_precision', 'fp32'), self.device)
+        if prec != 'fp32': a['precision'] = prec      # C&W/EAD confirm their examples in fp32 (`attacks.confirm_fp32`)
         a.update(over)
         return a
 
@@ -504,7 +514,8 @@ def _apgd(self, loss:str='ce', noisy:bool=True, norm:str='linf', **over) -> dict
     c = self.cfg
     a = dict(kind='apgd', eps=c['pgd_eps'] if norm == 'linf' else c['sanity_radius'], steps=c['apgd_steps'], norm=norm,
              loss=loss, eot=c['apgd_eot'] if noisy else 1)
-    if c.get('attack_precision', 'fp32') != 'fp32': a['precision'] = c['attack_precision']
+    prec = attack_precision(c.get('attack_precision', 'fp32'), self.device)
+    if prec != 'fp32': a['precision'] = prec
     a.update(over); return a
 
 def _strongest_settings(self, noisy:bool=True, norm:str='linf') -> list:

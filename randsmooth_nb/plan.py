@@ -26,7 +26,7 @@ from .noise import default_max_batch, label_counts
 from .training import TrainConfig, model_key, build_network, train
 from .attacks import PGD, worst_case
 from .sanity import eot_loss_trace
-from .experiments import (PRESETS, PRESET_NAMES, PARAMS, NOTEBOOK_PARAMS, NOTEBOOK_DATASET, NOTEBOOK_ARCH,
+from .experiments import (attack_precision, PRESETS, PRESET_NAMES, PARAMS, NOTEBOOK_PARAMS, NOTEBOOK_DATASET, NOTEBOOK_ARCH,
                                        NOTEBOOK_PRESET_OVERRIDES, DEVICES, Experiment)
 from .reproduce import NOTEBOOKS, resolve_data, cache_places, ways_out, requirement, DataUnavailable
 
@@ -64,12 +64,14 @@ def notebook_settings(notebook:str, # a name from `reproduce.NOTEBOOKS`
     if preset == 'smoke': cfg.update(SMOKE_SETTINGS.get(notebook, {}))
     return cfg, params
 
-def stand_in(notebook:str, preset:str, num_classes:int, overrides:dict|None=None) -> Experiment:
-    "An `Experiment` for `notebook` that reads no data, picks no device and writes nothing: for `train_config`, `settings`, `attack`, `apgd`, `strongest_settings`."
+def stand_in(notebook:str, preset:str, num_classes:int, overrides:dict|None=None,
+             device='cpu', # the device planned for (it decides an 'auto' attack precision); nothing is put on it
+            ) -> Experiment:
+    "An `Experiment` for `notebook` that reads no data and writes nothing: for `train_config`, `settings`, `attack`, `apgd`, `strongest_settings`."
     cfg, params = notebook_settings(notebook, preset, overrides)
     ex = Experiment.__new__(Experiment)
     ex.name, ex.params, ex.preset, ex.cfg, ex.seed = notebook, params, preset, cfg, params['seed']
-    ex.num_classes, ex.synthetic_kw = num_classes, {}
+    ex.num_classes, ex.synthetic_kw, ex.device = num_classes, {}, torch.device(device)
     ex.data = lambda: (None, None)    # `train_config` asks the data for its class count only when num_classes is unset
     return ex
 
@@ -176,7 +178,7 @@ class Work:
             if d.train_n is None: p = Passes(forward=fwd, unknown=(f"training on {d.label}: its size is unknown",))
             else: p = Passes(train=c.epochs * (min(c.train_size or d.train_n, d.train_n) // c.batch_size) * c.batch_size * (1 + c.adv_steps), forward=fwd)
             label = 'madry' if madry else ('none' if sd == 0 else f"{dist}-{sd}" + ('' if at == 'input' else f"-{at}"))
-            ab, prec = self.cfg['attack_batch'], self.cfg.get('attack_precision', 'fp32')
+            ab, prec = self.cfg['attack_batch'], attack_precision(self.cfg.get('attack_precision', 'fp32'), self.device)
             self.models[key] = dict(label=label, config=c, passes=p, noisy=c.sd > 0, data=d, attack_batch=ab, attack_precision=prec,
                                     spec=spec_key(c, d.image_hw, ab, prec))
         return key
@@ -352,7 +354,7 @@ def count(preset:str, only:list|None=None, overrides:dict|None=None,
     owner, done, rows = {}, set(), []
     for nb in [n for n in NOTEBOOKS if n in (only or NOTEBOOKS)]:
         d = (data or {}).get(nb) or data_info(nb, preset, cache_dir=cache_dir, overrides=overrides)
-        w = Work(stand_in(nb, preset, d.num_classes, overrides), d, device); RECIPES[nb](w)
+        w = Work(stand_in(nb, preset, d.num_classes, overrides, device), d, device); RECIPES[nb](w)
         by_spec, models = {}, []
         def add(s, p): by_spec[s] = by_spec.get(s, Passes()) + p
         for k, m in w.models.items():
