@@ -11,7 +11,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'ATTACK_PRECISIONS', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'PAPER', 'NOTEBOOK_DATASET',
            'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'attack_precision', 'Param', 'check_params',
-           'paper_natural', 'write_table', 'save_figure', 'Experiment', 'make_attack', 'digest',
+           'paper_natural', 'write_table', 'save_figure', 'notebook_config', 'Experiment', 'make_attack', 'digest',
            'figure_accuracy_vs_sd', 'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
 
 # %% ../nbs/12_experiments.ipynb #14e76814
@@ -49,7 +49,7 @@ PRESETS = {
         attack_precision='auto'),
     # quick: the paper's regime on a 2-core CPU (issue 12); every value measured, see the calibration table below
     'quick': dict(
-        dataset='cifar10', arch='fast-64-128-128', recipe='fast', dropout=0.0, epochs=10, batch_size=1024, train_size=None,
+        dataset='cifar10', arch='fast-64-128-128', recipe='fast', dropout=0.0, epochs=10, noisy_epochs=7, batch_size=1024, train_size=None,
         test_size=2000, madry_overrides=dict(adv_steps=2, adv_step=0.625 * 16 / 255),
         eot=16, pgd_eps=0.06, pgd_step=0.006, pgd_steps=20, cw_steps=20, cw_steps_table2=20, ead_steps=20,
         binary_search_steps=4, initial_const=1.0, attack_size=200, attack_batch=100, n_vote=32,
@@ -218,19 +218,27 @@ NOTEBOOK_PRESET_OVERRIDES = {'exp_imagenet': {'paper': dict(epochs=120, batch_si
                                                            attack_size=1000, attack_batch=25)},
 # Noise after the first layer at quick: FastConvNet's Laplace network does not train there (the loss stays at ln 10;
 # 06_models), so this notebook keeps the WRN-10-1 of the paper's recipe, 4 epochs (bf16 is the fast recipe's only)
-                             'exp_first_layer': {'quick': dict(arch='wrn-10-1', recipe='paper', batch_size=128, epochs=4)}}
+                             'exp_first_layer': {'quick': dict(arch='wrn-10-1', recipe='paper', batch_size=128, epochs=4, noisy_epochs=None)}}
+
+def notebook_config(name:str, # an experiment notebook, e.g. 'exp_table1'
+                    params:dict, # its papermill parameters (None: the preset's value)
+                   ) -> dict:
+    "The settings notebook `name` runs with: its preset, the notebook's own data set, architecture and overrides, then `params`."
+    preset = params['preset']; cfg = dict(PRESETS[preset])
+    if preset != 'smoke':
+        if name in NOTEBOOK_DATASET: cfg['dataset'] = NOTEBOOK_DATASET[name]
+        if name in NOTEBOOK_ARCH: cfg['arch'] = NOTEBOOK_ARCH[name]
+        cfg.update(NOTEBOOK_PRESET_OVERRIDES.get(name, {}).get(preset, {}))
+    cfg.update({k: v for k, v in params.items() if v is not None and k in cfg})
+    if params.get('epochs') is not None: cfg['noisy_epochs'] = None   # an explicit `epochs` is every network's
+    return cfg
 
 class Experiment:
     "Shared state of one experiment notebook run: config, data, models, cached evaluations, writers."
     def __init__(self, name:str, params:dict, num_classes:int|None=None, synthetic_kw:dict|None=None):
         self.name, self.params = name, dict(params)
         self.preset = params['preset']
-        self.cfg = dict(PRESETS[self.preset])
-        if self.preset != 'smoke':
-            if name in NOTEBOOK_DATASET: self.cfg['dataset'] = NOTEBOOK_DATASET[name]
-            if name in NOTEBOOK_ARCH: self.cfg['arch'] = NOTEBOOK_ARCH[name]
-            self.cfg.update(NOTEBOOK_PRESET_OVERRIDES.get(name, {}).get(self.preset, {}))
-        self.cfg.update({k: v for k, v in params.items() if v is not None and k in self.cfg})
+        self.cfg = notebook_config(name, params)
         self.num_classes, self.synthetic_kw = num_classes, synthetic_kw or {}
         self.seed = params['seed']
         seed_everything(self.seed)
@@ -305,7 +313,8 @@ class Experiment:
     # ---- models
     def train_config(self, dist:str='gaussian', sd:float=0.0, at:str='input', madry:bool=False) -> TrainConfig:
         tr = self.data()[0]
-        kw = dict(arch=self.cfg['arch'], num_classes=self.num_classes or tr.num_classes, epochs=self.cfg['epochs'],
+        ep = self.cfg['epochs'] if sd == 0 or madry or self.cfg.get('noisy_epochs') is None else self.cfg['noisy_epochs']
+        kw = dict(arch=self.cfg['arch'], num_classes=self.num_classes or tr.num_classes, epochs=ep,
                   batch_size=self.cfg['batch_size'], train_size=self.cfg['train_size'], seed=self.seed, dropout=self.cfg['dropout'])
         if self.cfg.get('recipe', 'paper') == 'fast':
             kw = {**FAST_RECIPE, **kw, 'dropout': 0.0}

@@ -27,7 +27,7 @@ from .training import TrainConfig, model_key, build_network, train
 from .attacks import PGD, worst_case
 from .sanity import eot_loss_trace
 from .experiments import (attack_precision, PRESETS, PRESET_NAMES, PARAMS, NOTEBOOK_PARAMS, NOTEBOOK_DATASET, NOTEBOOK_ARCH,
-                                       NOTEBOOK_PRESET_OVERRIDES, DEVICES, Experiment)
+                                       NOTEBOOK_PRESET_OVERRIDES, DEVICES, Experiment, notebook_config)
 from .reproduce import NOTEBOOKS, resolve_data, cache_places, ways_out, requirement, DataUnavailable
 
 # %% ../nbs/14_plan.ipynb #05e31746
@@ -55,12 +55,7 @@ def notebook_settings(notebook:str, # a name from `reproduce.NOTEBOOKS`
     names = NOTEBOOK_PARAMS[notebook]
     params = {k: _DEFAULTS.get(k) for k in names}; params['preset'] = preset
     params.update({k: v for k, v in check_overrides(overrides).items() if k in names})
-    cfg = dict(PRESETS[preset])
-    if preset != 'smoke':
-        if notebook in NOTEBOOK_DATASET: cfg['dataset'] = NOTEBOOK_DATASET[notebook]
-        if notebook in NOTEBOOK_ARCH: cfg['arch'] = NOTEBOOK_ARCH[notebook]
-        cfg.update(NOTEBOOK_PRESET_OVERRIDES.get(notebook, {}).get(preset, {}))
-    cfg.update({k: v for k, v in params.items() if v is not None and k in cfg})
+    cfg = notebook_config(notebook, params)
     if preset == 'smoke': cfg.update(SMOKE_SETTINGS.get(notebook, {}))
     return cfg, params
 
