@@ -220,7 +220,7 @@ class APGD(Attack):
         self.loss = _choice('loss', str(loss).lower(), tuple(APGD_LOSSES))
         self.n_restarts = _pos_int('n_restarts', n_restarts)
         if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1: raise ValueError(f"rho must be in (0, 1), got {rho!r}")
-        self.rho, self.alpha, self.checkpoints = float(rho), 0.75, apgd_checkpoints(self.steps)
+        self.rho, self.momentum, self.checkpoints = float(rho), 0.75, apgd_checkpoints(self.steps)
 
     def _check(self, x, y):
         K = super()._check(x, y)
@@ -256,7 +256,7 @@ def _apgd_run(self:APGD, x, y):
     reduced = torch.ones_like(lk, dtype=torch.bool)          # so that the first checkpoint tests the oscillation rule only
     last_w = 0
     for k in range(self.steps):
-        a = 1.0 if k == 0 else self.alpha
+        a = 1.0 if k == 0 else self.momentum
         z = P(xk + eta.view(shape) * _ascent(g, self.norm))
         xn = P(xk + a * (z - xk) + (1 - a) * (xk - x_prev))
         x_prev, xk = xk, xn

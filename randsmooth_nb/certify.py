@@ -17,15 +17,16 @@ import torch.nn as nn
 from scipy import stats
 
 # %% ../nbs/11_certify.ipynb #9e2c078e
+from .core import renamed
 from .noise import RandomizedNetwork, label_counts
 from .evaluation import clopper_pearson
 from .bounds import theorem3_radius
 
 # %% ../nbs/11_certify.ipynb #d8118e4c
-def _check_mc(alpha, **ns):
-    "Validate a confidence level and draw counts before any sampling."
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 < alpha < 1):
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+def _check_mc(fail_prob, **ns):
+    "Validate a failure probability and draw counts before any sampling."
+    if isinstance(fail_prob, bool) or not isinstance(fail_prob, (int, float)) or not (0 < fail_prob < 1):
+        raise ValueError(f"fail_prob must be in (0, 1), got {fail_prob!r}")
     for k, v in ns.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
 
@@ -56,10 +57,10 @@ def pixeldp_radius(p_lower, p_upper_other, noise, deltas=(1e-1, 3e-2, 1e-2, 3e-3
 class Smooth:
     """Randomized smoothing of a noise-injected network (Cohen et al. 2019).
 
-    `g(x) = argmax_k P(M(x) = k)`. `certify` returns (k, R): with probability at least 1 - alpha over the draws,
+    `g(x) = argmax_k P(M(x) = k)`. `certify` returns (k, R): with probability at least 1 - fail_prob over the draws,
     g(x') = k for every x' with ||x' - x|| <= R (l2 for Gaussian noise, l1 for Laplace noise), where R is measured
     on the input (divided by the first layer's sensitivity when the noise is injected there). `predict` returns
-    g(x), or ABSTAIN, and is wrong with probability at most alpha."""
+    g(x), or ABSTAIN, and is wrong with probability at most fail_prob."""
     ABSTAIN = -1
 
     def __init__(self, model:RandomizedNetwork, num_classes:int|None=None, max_batch:int|None=None):
@@ -73,42 +74,47 @@ class Smooth:
         self.model.eval()
         return label_counts(self.model, x, n, self.max_batch).cpu()
 
-    def predict_batch(self, x:torch.Tensor, n:int, alpha:float) -> torch.Tensor:
-        "g(x) for each input of a batch; ABSTAIN where the top two counts are not significantly different at level alpha."
-        _check_mc(alpha, n=n)
+    @renamed(alpha='fail_prob')
+    def predict_batch(self, x:torch.Tensor, n:int, fail_prob:float) -> torch.Tensor:
+        "g(x) for each input of a batch; ABSTAIN where the top two counts are not significantly different at level fail_prob."
+        _check_mc(fail_prob, n=n)
         c = self._counts(x, n)
         top2 = c.topk(2, dim=1)
         pv = torch.tensor([stats.binomtest(int(a), int(a + b), 0.5).pvalue if a + b > 0 else 1.0 for a, b in top2.values.tolist()])
-        return torch.where(pv <= alpha, top2.indices[:, 0], torch.full_like(top2.indices[:, 0], self.ABSTAIN))
+        return torch.where(pv <= fail_prob, top2.indices[:, 0], torch.full_like(top2.indices[:, 0], self.ABSTAIN))
 
-    def predict(self, x:torch.Tensor, n:int, alpha:float) -> int:
+    @renamed(alpha='fail_prob')
+    def predict(self, x:torch.Tensor, n:int, fail_prob:float) -> int:
         "g(x) for one input (no batch dimension), or ABSTAIN."
-        return int(self.predict_batch(x[None], n, alpha)[0])
+        return int(self.predict_batch(x[None], n, fail_prob)[0])
 
-    def certify_batch(self, x:torch.Tensor, n0:int, n:int, alpha:float):
-        "(labels, radii) for a batch; label ABSTAIN and radius 0 where no certificate holds at level alpha."
-        _check_mc(alpha, n0=n0, n=n)
+    @renamed(alpha='fail_prob')
+    def certify_batch(self, x:torch.Tensor, n0:int, n:int, fail_prob:float):
+        "(labels, radii) for a batch; label ABSTAIN and radius 0 where no certificate holds at level fail_prob."
+        _check_mc(fail_prob, n0=n0, n=n)
         cA = self._counts(x, n0).argmax(1)
         c = self._counts(x, n)
         nA = c[torch.arange(len(cA)), cA]
-        pA, _ = clopper_pearson(nA.numpy(), n, alpha, side='lower')
+        pA, _ = clopper_pearson(nA.numpy(), n, fail_prob, side='lower')
         r = cohen_radius(torch.from_numpy(pA), self.noise) / self.unit
         return torch.where(r > 0, cA, torch.full_like(cA, self.ABSTAIN)), r
 
-    def certify(self, x:torch.Tensor, n0:int, n:int, alpha:float):
+    @renamed(alpha='fail_prob')
+    def certify(self, x:torch.Tensor, n0:int, n:int, fail_prob:float):
         "(label, radius) for one input (no batch dimension), as in Cohen et al.'s `Smooth.certify`."
-        lab, r = self.certify_batch(x[None], n0, n, alpha)
+        lab, r = self.certify_batch(x[None], n0, n, fail_prob)
         return int(lab[0]), float(r[0])
 
 # %% ../nbs/11_certify.ipynb #c5b5392c
 CERTIFICATES = ('theorem3', 'cohen', 'pixeldp')
 
+@renamed(alpha='fail_prob')
 def certify_all(model:RandomizedNetwork, x:torch.Tensor, y:torch.Tensor,
-                n0:int=100, n:int=10_000, alpha:float=0.001, batch_size:int=50, max_batch:int|None=None,
+                n0:int=100, n:int=10_000, fail_prob:float=0.001, batch_size:int=50, max_batch:int|None=None,
                 progress:bool=False) -> dict:
     "Predicted labels and the radius of each certificate (Theorem 3, Cohen et al., PixelDP) from the same draws."
     from tqdm.auto import tqdm
-    _check_mc(alpha, n0=n0, n=n)
+    _check_mc(fail_prob, n0=n0, n=n)
     noise = model.noise.distribution
     if noise is None: raise ValueError("the network has no Gaussian/Laplace noise (sd = 0 or uniform)")
     unit = model.sensitivity(1.0, model.norm_p)
@@ -120,14 +126,14 @@ def certify_all(model:RandomizedNetwork, x:torch.Tensor, y:torch.Tensor,
         c = label_counts(model, xb, n, max_batch).cpu()
         pred.append(cA); pa_all.append(c[torch.arange(len(cA)), cA])
     pred, nA = torch.cat(pred), torch.cat(pa_all)
-    pA, _ = clopper_pearson(nA.numpy(), n, alpha, side='lower')
+    pA, _ = clopper_pearson(nA.numpy(), n, fail_prob, side='lower')
     pA = torch.from_numpy(pA); pB = 1 - pA
     radii = {'cohen': cohen_radius(pA, noise) / unit,
              'pixeldp': pixeldp_radius(pA, pB, noise) / unit,
              'theorem3': torch.where(pA > 0.5, torch.as_tensor(theorem3_radius(torch.stack([pA, pB], 1), noise, model.norm_p),
                                                                dtype=torch.float64), 0.0) / unit}
     correct = (pred == y.cpu())
-    return {'pred': pred, 'correct': correct, 'p_lower': pA, 'radii': radii, 'n0': n0, 'n': n, 'alpha': alpha,
+    return {'pred': pred, 'correct': correct, 'p_lower': pA, 'radii': radii, 'n0': n0, 'n': n, 'fail_prob': fail_prob,
             'p_norm': model.norm_p, 'noise': f"{noise.name}(sd={noise.sd})"}
 
 def certified_accuracy(cert:dict, radii) -> dict:

@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_core.ipynb #a3cc905c
 from __future__ import annotations
-import hashlib, json, os, platform, random, subprocess, sys, tempfile, time, warnings
+import functools, hashlib, json, os, platform, random, subprocess, sys, tempfile, time, warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['get_device', 'seed_everything', 'atomic_write', 'atomic_write_json', 'atomic_torch_save', 'config_hash',
+__all__ = ['get_device', 'seed_everything', 'atomic_write', 'atomic_write_json', 'atomic_torch_save', 'config_hash', 'renamed',
            'default_cache_dir', 'package_versions', 'git_commit', 'hardware_info', 'hardware_label', 'run_manifest',
            'write_manifest']
 
@@ -100,6 +100,21 @@ def config_hash(
     "Stable hex digest of `config` (independent of key order)."
     s = json.dumps(config, sort_keys=True, separators=(',', ':'), default=_json_default)
     return hashlib.sha256(s.encode()).hexdigest()[:n]
+
+# %% ../nbs/00_core.ipynb #7e99bcb1
+def renamed(**old_to_new): # old keyword name -> new keyword name
+    "Decorator: calls with an old keyword name still work, with a `DeprecationWarning` naming the new one."
+    def deco(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kw):
+            for old, new in old_to_new.items():
+                if old not in kw: continue
+                if new in kw: raise TypeError(f"{f.__qualname__}() got both {old!r} (its old name) and {new!r}")
+                warnings.warn(f"{f.__qualname__}({old}=...) is deprecated: use {new}=...", DeprecationWarning, stacklevel=2)
+                kw[new] = kw.pop(old)
+            return f(*args, **kw)
+        return wrapper
+    return deco
 
 # %% ../nbs/00_core.ipynb #209451cd
 def default_cache_dir() -> Path:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_evaluation.ipynb #6ff2c2f4
 from __future__ import annotations
-import math
+import math, warnings
 from typing import NamedTuple
 
 # %% auto #0
@@ -18,16 +18,21 @@ import torch.nn as nn
 from scipy import stats
 
 # %% ../nbs/10_evaluation.ipynb #46756edc
+from .core import renamed
 from .noise import label_counts, RandomizedNetwork
 from .bounds import exact_renyi_sup, risk_gap_bound, entropy
 
 # %% ../nbs/10_evaluation.ipynb #90ab3bce
-def clopper_pearson(k, n, alpha:float=0.05, side:str='two-sided'):
+@renamed(alpha='fail_prob')
+def clopper_pearson(k, # successes
+                    n, # trials
+                    fail_prob:float=0.05, # probability that the interval misses the true rate (1 - confidence)
+                    side:str='two-sided'): # 'two-sided', or 'lower' / 'upper' for a one-sided bound
     "Exact binomial confidence bounds for k successes out of n ('two-sided', 'lower' or 'upper' one-sided)."
-    if not (0 < alpha < 1): raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if not (0 < fail_prob < 1): raise ValueError(f"fail_prob must be in (0, 1), got {fail_prob}")
     if side not in ('two-sided', 'lower', 'upper'): raise ValueError(f"unknown side {side!r}; valid choices: two-sided, lower, upper")
     k, n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
-    a = alpha / 2 if side == 'two-sided' else alpha
+    a = fail_prob / 2 if side == 'two-sided' else fail_prob
     with np.errstate(all='ignore'):
         lo = np.where(k > 0, stats.beta.ppf(a, k, n - k + 1), 0.0)
         hi = np.where(k < n, stats.beta.ppf(1 - a, k + 1, n - k), 1.0)
@@ -43,12 +48,17 @@ class LabelDistribution(NamedTuple):
     probs:torch.Tensor # (B, K) counts / n
     lower:torch.Tensor # (B, K) lower confidence bounds
     upper:torch.Tensor # (B, K) upper confidence bounds
-    alpha:float
+    fail_prob:float # probability that each interval misses
+    @property
+    def alpha(self) -> float:
+        "Deprecated name of `fail_prob`."
+        warnings.warn("LabelDistribution.alpha is deprecated: use .fail_prob", DeprecationWarning, stacklevel=2); return self.fail_prob
 
+@renamed(alpha='fail_prob')
 def predict_distribution(model:nn.Module, # randomized (or deterministic) classifier, inputs in [-1, 1]
                          x:torch.Tensor, # inputs (B, ...)
                          n:int=10_000, # draws per input (the paper: 10^4)
-                         alpha:float=0.05, # confidence level of the per-label intervals
+                         fail_prob:float=0.05, # probability that a per-label interval misses (1 - confidence)
                          batch_size:int=100, # inputs processed together
                          max_batch:int|None=None, # rows per forward pass
                          device=None,
@@ -62,8 +72,8 @@ def predict_distribution(model:nn.Module, # randomized (or deterministic) classi
         counts = torch.cat([label_counts(model, x[i:i + batch_size].to(device), n, max_batch, generator).cpu()
                             for i in range(0, len(x), batch_size)])
     finally: model.train(was)
-    lo, hi = clopper_pearson(counts.numpy(), n, alpha)
-    return LabelDistribution(counts, n, counts.double() / n, torch.from_numpy(lo), torch.from_numpy(hi), alpha)
+    lo, hi = clopper_pearson(counts.numpy(), n, fail_prob)
+    return LabelDistribution(counts, n, counts.double() / n, torch.from_numpy(lo), torch.from_numpy(hi), fail_prob)
 
 # %% ../nbs/10_evaluation.ipynb #7bd933a2
 ENTROPY_ESTIMATORS = ('plugin', 'miller_madow')

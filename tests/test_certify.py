@@ -69,11 +69,11 @@ def test_smooth_predict_and_certify():
     torch.manual_seed(0)
     model = two_class_linear([1.0], sd=0.5)
     s = Smooth(model)
-    assert s.predict(torch.tensor([0.0]), n=1000, alpha=0.001) == Smooth.ABSTAIN        # a fair coin
-    assert s.certify(torch.tensor([0.0]), n0=100, n=1000, alpha=0.001) == (Smooth.ABSTAIN, 0.0)
-    assert s.predict(torch.tensor([1.0]), n=1000, alpha=0.001) == 0
-    assert s.predict(torch.tensor([-1.0]), n=1000, alpha=0.001) == 1
-    lab, r = s.certify(torch.tensor([1.0]), n0=100, n=1000, alpha=0.001)
+    assert s.predict(torch.tensor([0.0]), n=1000, fail_prob=0.001) == Smooth.ABSTAIN        # a fair coin
+    assert s.certify(torch.tensor([0.0]), n0=100, n=1000, fail_prob=0.001) == (Smooth.ABSTAIN, 0.0)
+    assert s.predict(torch.tensor([1.0]), n=1000, fail_prob=0.001) == 0
+    assert s.predict(torch.tensor([-1.0]), n=1000, fail_prob=0.001) == 1
+    lab, r = s.certify(torch.tensor([1.0]), n0=100, n=1000, fail_prob=0.001)
     assert lab == 0 and 0.5 < r <= 1.0                                # true radius: the distance 1 to the boundary
 
 
@@ -81,7 +81,7 @@ def test_smooth_predict_error_rate_on_a_tie():
     "At a tie every non-abstention is a mistake; the two-sided test keeps them below alpha."
     torch.manual_seed(1)
     s = Smooth(two_class_linear([1.0], sd=0.5))
-    pred = s.predict_batch(torch.zeros(400, 1), n=100, alpha=0.1)
+    pred = s.predict_batch(torch.zeros(400, 1), n=100, fail_prob=0.1)
     assert (pred != Smooth.ABSTAIN).double().mean() <= 0.1 + 3 * math.sqrt(0.09 / 400)
     assert (pred == Smooth.ABSTAIN).any()
 
@@ -107,7 +107,7 @@ def test_certificates_below_true_radius(dist, at, bound):
     dual = weff.norm() if dist == 'gaussian' else weff.abs().max()
     true = u.abs() / dual
     torch.manual_seed(0)
-    cert = certify_all(model, x, y, n0=100, n=2000, alpha=0.001)
+    cert = certify_all(model, x, y, n0=100, n=2000, fail_prob=0.001)
     assert cert['p_norm'] == (2 if dist == 'gaussian' else 1) and set(cert['radii']) == set(CERTIFICATES)
     for name, r in cert['radii'].items():
         pos = r > 0
@@ -124,9 +124,9 @@ def test_certificates_below_true_radius(dist, at, bound):
 def test_certify_all_agrees_with_smooth(noisy_run, eval_xy):
     x, y = eval_xy[0][:20], eval_xy[1][:20]
     torch.manual_seed(0)
-    cert = certify_all(noisy_run.model, x, y, n0=50, n=400, alpha=0.01)
+    cert = certify_all(noisy_run.model, x, y, n0=50, n=400, fail_prob=0.01)
     torch.manual_seed(0)
-    lab, r = Smooth(noisy_run.model).certify_batch(x, n0=50, n=400, alpha=0.01)
+    lab, r = Smooth(noisy_run.model).certify_batch(x, n0=50, n=400, fail_prob=0.01)
     torch.testing.assert_close(r, cert['radii']['cohen'])
     assert torch.equal(lab[r > 0], cert['pred'][r > 0])
     assert torch.equal(cert['correct'], cert['pred'] == y)
@@ -159,7 +159,7 @@ def test_errors():
         with pytest.raises(ValueError, match='sd = 0 or uniform'): Smooth(m)
         with pytest.raises(ValueError, match='sd = 0 or uniform'): certify_all(m, torch.zeros(2, 1), torch.zeros(2, dtype=torch.long))
     s = Smooth(two_class_linear([1.0]))
-    with pytest.raises(ValueError, match='alpha'): s.certify(torch.tensor([1.0]), 10, 100, alpha=1.5)
+    with pytest.raises(ValueError, match='fail_prob'): s.certify(torch.tensor([1.0]), 10, 100, fail_prob=1.5)
 
 
 class _ForwardGuard:
@@ -175,16 +175,26 @@ class _ForwardGuard:
 def test_smooth_predict_validates_alpha(alpha):
     "BUG: Smooth.predict/predict_batch accept any alpha: 1.5 never abstains (even on a tie), 0 always abstains."
     s = Smooth(two_class_linear([1.0]))
-    with pytest.raises(ValueError, match='alpha'): s.predict(torch.tensor([0.0]), n=100, alpha=alpha)
+    with pytest.raises(ValueError, match='fail_prob'): s.predict(torch.tensor([0.0]), n=100, fail_prob=alpha)
 
 
-@pytest.mark.parametrize('kw', [dict(alpha=1.5), dict(alpha=0.0), dict(n=0), dict(n0=0), dict(n=-5)])
+@pytest.mark.parametrize('kw', [dict(fail_prob=1.5), dict(fail_prob=0.0), dict(n=0), dict(n0=0), dict(n=-5)])
 def test_certify_all_validates_before_sampling(kw):
     "BUG: certify_all checks alpha only after drawing all samples, and n/n0 < 1 end in an AttributeError."
     model = two_class_linear([1.0])
-    args = {'n0': 10, 'n': 100, 'alpha': 0.01, **kw}
+    args = {'n0': 10, 'n': 100, 'fail_prob': 0.01, **kw}
     with _ForwardGuard(model), pytest.raises(ValueError):
         certify_all(model, torch.zeros(3, 1), torch.zeros(3, dtype=torch.long), **args)
     s = Smooth(model)
-    if 'alpha' not in kw:
-        with pytest.raises(ValueError): s.certify_batch(torch.zeros(3, 1), args['n0'], args['n'], args['alpha'])
+    if 'fail_prob' not in kw:
+        with pytest.raises(ValueError): s.certify_batch(torch.zeros(3, 1), args['n0'], args['n'], args['fail_prob'])
+
+
+def test_old_alpha_keyword_still_works_with_a_deprecation_warning():
+    "`alpha` was the confidence argument's name; it now means only the paper's perturbation budget (fail_prob replaces it)."
+    torch.manual_seed(0); s = Smooth(two_class_linear([1.0], sd=0.5))
+    with pytest.warns(DeprecationWarning, match='use fail_prob='):
+        assert s.predict(torch.tensor([1.0]), n=1000, alpha=0.001) == s.predict(torch.tensor([1.0]), n=1000, fail_prob=0.001) == 0
+    from randsmooth_nb.evaluation import clopper_pearson
+    with pytest.warns(DeprecationWarning, match='use fail_prob='): lo, hi = clopper_pearson(3, 10, alpha=0.1)
+    np.testing.assert_allclose((lo, hi), clopper_pearson(3, 10, fail_prob=0.1))

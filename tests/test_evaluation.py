@@ -39,7 +39,7 @@ def test_predict_distribution_exact_probabilities_and_coverage(dist):
     sd, n, B = 0.5, 400, 300
     x = torch.linspace(-2 * sd, 2 * sd, B)[:, None]
     torch.manual_seed(0)
-    ld = predict_distribution(linear_model(dist, sd), x, n=n, alpha=0.05, batch_size=70)
+    ld = predict_distribution(linear_model(dist, sd), x, n=n, fail_prob=0.05, batch_size=70)
     p = exact_p0(dist, sd, x[:, 0])
     assert ld.counts.shape == (B, 2) and (ld.counts.sum(1) == n).all() and ld.n == n
     torch.testing.assert_close(ld.probs, ld.counts.double() / n)
@@ -171,14 +171,14 @@ def test_noisy_counts_follow_their_image(seed, bs, mb):
 
 def test_errors():
     for a in (0, 1, -0.1, 1.5, float('nan')):
-        with pytest.raises(ValueError, match=r'alpha must be in \(0, 1\)'): clopper_pearson(3, 10, a)
+        with pytest.raises(ValueError, match=r'fail_prob must be in \(0, 1\)'): clopper_pearson(3, 10, a)
     with pytest.raises(ValueError, match='two-sided, lower, upper'): clopper_pearson(3, 10, 0.05, side='both')
     with pytest.raises(ValueError, match='plugin, miller_madow'): entropy_from_counts(torch.tensor([[1, 2]]), 'jackknife')
     m = linear_model()
     x = torch.zeros(3, 1)
     for n in (0, -1, 2.5):
         with pytest.raises(ValueError, match='n must'): predict_distribution(m, x, n=n)
-    with pytest.raises(ValueError, match='alpha'): predict_distribution(m, x, n=10, alpha=1.5)
+    with pytest.raises(ValueError, match='fail_prob'): predict_distribution(m, x, n=10, fail_prob=1.5)
     with pytest.raises(ValueError, match='alphas'):
         guaranteed_accuracy_curve(m, (x, torch.zeros(3, dtype=torch.long)), alphas=[-0.1, 0.2], n=10)
     with pytest.raises(ValueError, match='noise'):
