@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% ../nbs/09_attacks.ipynb #97e7184a
+from .core import patch
 from .noise import default_max_batch, sample_logits, label_counts
 
 # %% ../nbs/09_attacks.ipynb #978a7a5b
@@ -243,7 +244,8 @@ class APGD(Attack):
         return best_x
 
 # %% ../nbs/09_attacks.ipynb #b3960d18
-def _apgd_run(self:APGD, x, y):
+@patch
+def _run(self:APGD, x, y):
     "One run from a random start: returns the iterate of highest mean EoT loss per input, and that loss."
     shape = (-1,) + (1,) * (x.dim() - 1)
     P = lambda v: _project(v, x, self.eps, self.norm)
@@ -273,8 +275,6 @@ def _apgd_run(self:APGD, x, y):
             xk[red], g[red], x_prev[red], l_prev[red] = x_best[red], g_best[red], x_best[red], l_best[red]
             reduced, l_best_ck, n_up, last_w = red, l_best.clone(), torch.zeros_like(n_up), w
     return x_best, l_best
-
-APGD._run = _apgd_run
 
 # %% ../nbs/09_attacks.ipynb #dfd907c8
 def margin(z:torch.Tensor, y:torch.Tensor, confidence:float=0.0) -> torch.Tensor:

@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #a3cc905c
 from __future__ import annotations
-import functools, hashlib, json, os, platform, random, subprocess, sys, tempfile, time, warnings
+import functools, hashlib, inspect, json, os, platform, random, subprocess, sys, tempfile, time, warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['get_device', 'seed_everything', 'atomic_write', 'atomic_write_json', 'atomic_torch_save', 'config_hash', 'renamed',
-           'default_cache_dir', 'package_versions', 'git_commit', 'hardware_info', 'hardware_label', 'run_manifest',
-           'write_manifest']
+           'patch', 'default_cache_dir', 'package_versions', 'git_commit', 'hardware_info', 'hardware_label',
+           'run_manifest', 'write_manifest']
 
 # %% ../nbs/00_core.ipynb #bf9bc817
 import numpy as np
@@ -115,6 +115,17 @@ def renamed(**old_to_new): # old keyword name -> new keyword name
             return f(*args, **kw)
         return wrapper
     return deco
+
+# %% ../nbs/00_core.ipynb #e45d2a85
+def patch(f): # a function whose first parameter is annotated with the class, e.g. `def step(self:Learner, ...)`
+    "Decorator: make `f` a method of the class its first parameter is annotated with."
+    first = next(iter(inspect.signature(f).parameters), None)
+    ann = f.__annotations__.get(first) if first else None
+    if ann is None: raise TypeError(f"@patch needs the first parameter of {f.__name__} annotated with its class")
+    cls = eval(ann, f.__globals__) if isinstance(ann, str) else ann
+    f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+    setattr(cls, f.__name__, f)
+    return f
 
 # %% ../nbs/00_core.ipynb #209451cd
 def default_cache_dir() -> Path:

@@ -20,7 +20,7 @@ import torch
 
 # %% ../nbs/12_experiments.ipynb #813b6c05
 from .core import (get_device, seed_everything, atomic_write, atomic_write_json, config_hash,
-                                run_manifest, hardware_label, hardware_info, default_cache_dir)
+                                run_manifest, hardware_label, hardware_info, default_cache_dir, patch)
 from .data import load_dataset, to_model_range
 from .training import TrainConfig, madry_config, get_model, FAST_RECIPE
 from .attacks import accuracy_under_attack
@@ -515,10 +515,12 @@ def _build_attack(model, a:dict):
     from randsmooth_nb.attacks import APGD
     return APGD(model, **{k: v for k, v in a.items() if k != 'kind'})
 
-def _key(self, model, x, y, **kw) -> dict:
+@patch
+def _key(self:Experiment, model, x, y, **kw) -> dict:
     return {'model': digest(*model.state_dict().values()), 'data': digest(x, y), 'n_draws': self.cfg['n_vote'], 'seed': self.seed, **kw}
 
-def _apgd(self, loss:str='ce', noisy:bool=True, norm:str='linf', **over) -> dict:
+@patch
+def apgd(self:Experiment, loss:str='ce', noisy:bool=True, norm:str='linf', **over) -> dict:
     "APGD settings of the preset: `apgd_steps` steps, EoT `apgd_eot` (1 without noise), radius `pgd_eps` (linf) or `sanity_radius` (l2)."
     c = self.cfg
     a = dict(kind='apgd', eps=c['pgd_eps'] if norm == 'linf' else c['sanity_radius'], steps=c['apgd_steps'], norm=norm,
@@ -527,13 +529,15 @@ def _apgd(self, loss:str='ce', noisy:bool=True, norm:str='linf', **over) -> dict
     if prec != 'fp32': a['precision'] = prec
     a.update(over); return a
 
-def _strongest_settings(self, noisy:bool=True, norm:str='linf') -> list:
+@patch
+def strongest_settings(self:Experiment, noisy:bool=True, norm:str='linf') -> list:
     "PGD, APGD-CE and APGD-DLR at the preset's budget, in the linf ball of `pgd_eps` or the l2 ball of `sanity_radius`."
     if norm == 'linf': pgd = self.attack('pgd', noisy=noisy)
     else: r = self.cfg['sanity_radius']; pgd = self.attack('pgd_l2', noisy=noisy, eps=r, step=r / 10)
     return [pgd, self.apgd('ce', noisy, norm), self.apgd('dlr', noisy, norm)]
 
-def _strongest(self, model, x, y, noisy:bool=True, norm:str='linf') -> dict:
+@patch
+def strongest(self:Experiment, model, x, y, noisy:bool=True, norm:str='linf') -> dict:
     "`attacks.worst_case` over `strongest_settings` (robust only if an input survives all three), cached."
     atts = self.strongest_settings(noisy, norm)
     def run(partial):
@@ -542,7 +546,8 @@ def _strongest(self, model, x, y, noisy:bool=True, norm:str='linf') -> dict:
         return {**{k: (v.tolist() if torch.is_tensor(v) else v) for k, v in dict(r).items()}, 'attacks': atts}
     return self.cached('strongest', self._key(model, x, y, attacks=atts), run)
 
-def _sanity_correct(self, model, x, y, attack:dict|None=None) -> torch.Tensor:
+@patch
+def sanity_correct(self:Experiment, model, x, y, attack:dict|None=None) -> torch.Tensor:
     "Per-input expected correctness (`sanity.expected_correct`, `n_vote` draws) on clean inputs or at `attack`'s output, cached."
     def run(partial):
         from randsmooth_nb.sanity import expected_correct, attacked_correct
@@ -550,27 +555,26 @@ def _sanity_correct(self, model, x, y, attack:dict|None=None) -> torch.Tensor:
         return (attacked_correct(model, _build_attack(model, attack), x, y, **kw) if attack else expected_correct(model, x, y, **kw)).tolist()
     return torch.tensor(self.cached('sanity', self._key(model, x, y, attack=attack or {}), run), dtype=torch.float64)
 
-def _eps_curve(self, model, x, y, noisy:bool=True) -> dict:
+@patch
+def eps_curve(self:Experiment, model, x, y, noisy:bool=True) -> dict:
     "Check (b)'s curve: `sanity.pgd_eps_curve` over `sanity_eps`, with PGD's steps and EoT, cached."
     from randsmooth_nb.sanity import pgd_eps_curve
     c = self.cfg; eot = c['eot'] if noisy else 1
     run = lambda partial: pgd_eps_curve(model, x, y, c['sanity_eps'], steps=c['pgd_steps'], eot=eot, n_draws=c['n_vote'], batch_size=c['attack_batch'])
     return self.cached('eps_curve', self._key(model, x, y, eps=list(c['sanity_eps']), steps=c['pgd_steps'], eot=eot), run)
 
-def _loss_trace(self, model, x, y, attack:dict) -> dict:
+@patch
+def loss_trace(self:Experiment, model, x, y, attack:dict) -> dict:
     "Check (d)'s trace: `sanity.eot_loss_trace` of `attack` on (x, y), cached."
     from randsmooth_nb.sanity import eot_loss_trace
     run = lambda partial: eot_loss_trace(model, _build_attack(model, attack), x.to(self.device), y.to(self.device), n_draws=self.cfg['n_vote'])
     return self.cached('loss_trace', self._key(model, x, y, attack=attack), run)
 
-def _write_sanity(self, results:list):
+@patch
+def write_sanity(self:Experiment, results:list):
     "Merge `results` into <out_dir>/<preset>/sanity.csv, record the file as an artifact, print the verdicts."
     from randsmooth_nb.sanity import write_sanity, summarize
     p = write_sanity(results, self.params['out_dir'], self.preset)
     if str(p) not in self.artifacts: self.artifacts.append(str(p))
     print(summarize(results))
     return p
-
-for _n, _f in (('_key', _key), ('apgd', _apgd), ('strongest_settings', _strongest_settings), ('strongest', _strongest),
-               ('sanity_correct', _sanity_correct), ('eps_curve', _eps_curve), ('loss_trace', _loss_trace), ('write_sanity', _write_sanity)):
-    setattr(Experiment, _n, _f)

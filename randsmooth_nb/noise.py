@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 # %% ../nbs/05_noise.ipynb #71ab1788
+from .core import patch
 from .expfamily import ExpFamilyNoise, get_noise
 from .sensitivity import parse_norm, conv_norm_bound
 
@@ -165,7 +166,8 @@ def default_max_batch(device) -> int:
     return DEFAULT_MAX_BATCH.get(torch.device(device).type, 128)
 
 
-def _forward_samples(self:RandomizedNetwork,
+@patch
+def forward_samples(self:RandomizedNetwork,
                      x:torch.Tensor, # a batch of B inputs
                      n:int, # number of independent draws per input
                      chunk:int|None=None, # draws per forward pass (None: as many as fit in `max_batch` rows)
@@ -185,8 +187,6 @@ def _forward_samples(self:RandomizedNetwork,
         outs.append(self(xr, generator=generator, draws=c).reshape(c, B, -1))
     return torch.cat(outs, 0)
 
-RandomizedNetwork.forward_samples = _forward_samples
-
 # %% ../nbs/05_noise.ipynb #59bd1f9a
 def sample_logits(model:nn.Module, x:torch.Tensor, n:int, chunk:int|None=None, generator=None) -> torch.Tensor:
     "Logits (n, B, K) of `n` draws of `model` at `x` (`forward_samples` when the model has it)."
@@ -205,7 +205,8 @@ def label_counts(model:nn.Module, x:torch.Tensor, n:int, max_batch:int|None=None
     return counts
 
 # %% ../nbs/05_noise.ipynb #1c52648f
-def _sensitivity(self:RandomizedNetwork,
+@patch
+def sensitivity(self:RandomizedNetwork,
                  alpha:float, # perturbation budget, measured in the norm `p_in` on the input
                  p_in='2', # norm of the attack ball on the input: 1, 2 or inf
                  dim:int|None=None, # input dimension (needed to convert between norms)
@@ -220,5 +221,3 @@ def _sensitivity(self:RandomizedNetwork,
         if dim is None: raise ValueError("dim is needed to convert between different norms")
         conv = float(identity_sensitivity(alpha, p_in, self.norm_p, dim))
     return conv * (self.first_layer_bound if self.at == 'first_layer' else 1.0)
-
-RandomizedNetwork.sensitivity = _sensitivity

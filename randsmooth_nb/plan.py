@@ -20,7 +20,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 # %% ../nbs/14_plan.ipynb #7c7d5a3c
-from .core import default_cache_dir, get_device, hardware_label
+from .core import default_cache_dir, get_device, hardware_label, patch
 from .data import load_dataset, is_imagefolder, FolderData, ImageData, _CIFAR
 from .noise import default_max_batch, label_counts
 from .training import TrainConfig, model_key, build_network, train
@@ -198,41 +198,47 @@ def spec_key(c:TrainConfig, hw:tuple, attack_batch:int, precision:str='fp32') ->
             + ('' if precision == 'fp32' else f" in {precision}"))
 
 # %% ../nbs/14_plan.ipynb #55ad76df
-def _accuracy(self:Work, m, imgs, attack:dict|None=None):
+@patch
+def accuracy(self:Work, m, imgs, attack:dict|None=None):
     "`Experiment.accuracy` (`attacks.accuracy_under_attack`): the attack, then one pass and `n_vote` draws per image."
     self._add('acc', m, imgs, attack or {}, self._atk(attack, imgs[1]) + Passes(forward=(1 + self.cfg['n_vote']) * imgs[1]))
 
-def _strongest(self:Work, m, imgs, noisy:bool=True, norm:str='linf'):
+@patch
+def strongest(self:Work, m, imgs, noisy:bool=True, norm:str='linf'):
     "`Experiment.strongest` (`attacks.worst_case`): three attacks, each output scored, the winner scored again, one pass."
     atts, n = self.ex.strongest_settings(noisy, norm), imgs[1]
     p = sum((self._atk(a, n, WORST_CASE_BATCH) for a in atts), Passes(forward=((len(atts) + 1) * self._n(m) + 1) * n))
     self._add('strongest', m, imgs, atts, p)
 
-def _sanity(self:Work, m, imgs, attack:dict|None=None):
+@patch
+def sanity(self:Work, m, imgs, attack:dict|None=None):
     "`Experiment.sanity_correct` (`sanity.expected_correct` at the attack's output): `n_vote` draws (1 without noise)."
     self._add('sanity', m, imgs, attack or {}, self._atk(attack, imgs[1]) + Passes(forward=self._n(m) * imgs[1]))
 
-def _eps_curve(self:Work, m, imgs, noisy:bool=True):
+@patch
+def eps_curve(self:Work, m, imgs, noisy:bool=True):
     "`Experiment.eps_curve` (`sanity.pgd_eps_curve`): PGD and scoring at every radius of `sanity_eps`."
     c, n = self.cfg, imgs[1]; eot = c['eot'] if noisy else 1
     one = self._atk(dict(kind='pgd', steps=c['pgd_steps'], eot=eot), n) + Passes(forward=self._n(m) * n)
     self._add('eps_curve', m, imgs, {'eps': list(c['sanity_eps']), 'steps': c['pgd_steps'], 'eot': eot}, sum([one] * len(c['sanity_eps']), Passes()))
 
-def _loss_trace(self:Work, m, imgs, attack:dict):
+@patch
+def loss_trace(self:Work, m, imgs, attack:dict):
     "`Experiment.loss_trace` (`sanity.eot_loss_trace`): one run on all images, the EoT loss at up to `points` iterates, the result, the clean inputs."
     its = attack['steps'] + (attack['kind'] == 'apgd')
     pts = len(set(torch.linspace(0, its - 1, min(TRACE_POINTS, its)).round().long().tolist())) + 2
     self._add('loss_trace', m, imgs, attack, self._atk(attack, imgs[1], imgs[1]) + Passes(forward=pts * self._n(m) * imgs[1]))
 
-def _guaranteed(self:Work, m, imgs, alphas:str):
+@patch
+def guaranteed(self:Work, m, imgs, alphas:str):
     "`Experiment.guaranteed_curve`: `entropy_draws` draws per image (`alphas` names the radii and norm, part of the key)."
     self._add('theorem2', m, imgs, {'alphas': alphas}, Passes(forward=self.cfg['entropy_draws'] * imgs[1]))
 
-def _certify(self:Work, m, imgs, n0:int, n:int):
+@patch
+def certify(self:Work, m, imgs, n0:int, n:int):
     "`certify.certify_all`: n0 + n draws per image."
     self._add('certify', m, imgs, {'n0': n0, 'n': n}, Passes(forward=(n0 + n) * imgs[1]))
 
-for _f in (_accuracy, _strongest, _sanity, _eps_curve, _loss_trace, _guaranteed, _certify): setattr(Work, _f.__name__[1:], _f)
 
 # %% ../nbs/14_plan.ipynb #ea06d57d
 def _fig1a(w:Work):
@@ -494,7 +500,8 @@ class Plan:
                     total={**t, 'passes': asdict(t['passes'])}, approximations=list(APPROXIMATIONS))
 
 # %% ../nbs/14_plan.ipynb #6e9f3cfe
-def _table(self:Plan) -> str:
+@patch
+def table(self:Plan) -> str:
     "The plan as text: a table per notebook and in total, the models, the data, the calibration, the approximations."
     t, cal = self.total, self.calibration
     tot = lambda r, k: sum(getattr(p, k) for p in r['passes'].values())
@@ -530,8 +537,8 @@ def _table(self:Plan) -> str:
     if t['unknown']: out += ['not in the hours (+):'] + [f"  {u}" for u in dict.fromkeys(t['unknown'])]
     return '\n'.join(out + ['approximations:'] + [f"  {a}" for a in APPROXIMATIONS])
 
-Plan.table = _table
-Plan.__str__ = _table
+@patch
+def __str__(self:Plan) -> str: return self.table()
 
 # %% ../nbs/14_plan.ipynb #f57d3815
 def plan(preset:str='quick', # paper | quick | smoke
