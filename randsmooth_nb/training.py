@@ -4,16 +4,19 @@
 
 # %% ../nbs/08_training.ipynb #f6036846
 from __future__ import annotations
-import csv, io, json, math, os, shutil, time, warnings
+import csv, io, json, math, os, shutil, socket, time, warnings
 from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
+try: import fcntl
+except ImportError: fcntl = None   # not POSIX (Windows): `FileLock` does not lock there
 
 # %% auto #0
 __all__ = ['PAPER_LR_VALUES', 'PAPER_LR_FRACTIONS', 'RECIPES', 'FAST_RECIPE', 'FAST_START', 'FAST_WARMUP', 'FAST_FINAL',
            'FAST_BIAS_SCALE', 'FAST_LOOKAHEAD_EVERY', 'FAST_LOOKAHEAD_DECAY', 'FAST_STEM_BIAS_EPOCHS', 'LOG_FIELDS',
            'TrainConfig', 'madry_config', 'piecewise_lr', 'fast_config', 'learning_rate', 'build_network',
-           'pgd_linf_train', 'accuracy', 'TrainResult', 'make_optimizer', 'fit_stem', 'Lookahead', 'train', 'model_key',
-           'get_model']
+           'pgd_linf_train', 'accuracy', 'TrainResult', 'make_optimizer', 'fit_stem', 'Lookahead', 'OneProcess',
+           'TrainState', 'setup_training', 'save_checkpoint', 'restore_checkpoint', 'train_step', 'end_epoch', 'train',
+           'FileLock', 'model_key', 'get_model']
 
 # %% ../nbs/08_training.ipynb #f90fe3b0
 import torch
@@ -26,7 +29,7 @@ from .core import (get_device, seed_everything, atomic_write, atomic_torch_save,
                                 config_hash, run_manifest, default_cache_dir)
 from .noise import NoiseInjection, RandomizedNetwork, NOISE_DISTS, NOISE_POSITIONS
 from .models import build_model, ARCHS, check_input_fits, _FAST_NAME
-from .data import ImageData, FolderData, make_batches, to_model_range
+from .data import ImageData, FolderData, make_batches, to_model_range, _derive_seed
 
 # %% ../nbs/08_training.ipynb #47a54ed7
 PAPER_LR_VALUES = (0.1, 0.02, 0.004, 0.00008)
@@ -155,11 +158,12 @@ class TrainResult:
     config:TrainConfig
     history:list # one dict per finished epoch
     run_dir:Path|None
-    status:str # 'finished', 'interrupted' (stop_after_steps) or 'cached'
+    status:str # 'finished', 'interrupted' (stop_after_steps), 'cached', or 'waited' (cached by another process while we waited)
     step:int # global steps done
     wall_time_s:float # time spent in this call
     train_time_s:float # total training time over all (resumed) calls
     key:str|None=None
+    resumed_from:int|None=None # the checkpoint's step when this call resumed one
 
     @property
     def test_accuracy(self): return self.history[-1].get('test_acc') if self.history else None
@@ -221,6 +225,139 @@ def _amp_dtype(amp:bool, device:torch.device, recipe:str):
     return torch.bfloat16 if device.type == 'cpu' and recipe == 'fast' else None
 
 
+# %% ../nbs/08_training.ipynb #bad783ba
+class OneProcess:
+    "The hooks through which `train` and `get_model` run data-parallel (`distributed.TorchDDP`); in one process they do nothing."
+    rank, world = 0, 1
+    @property
+    def main(self) -> bool: return self.rank == 0 # the process that writes files and prints
+    def check(self, batch_size:int): pass # raise if the global batch cannot be split over the processes
+    def wrap(self, net:nn.Module) -> nn.Module: return net # the module the training step calls
+    def unwrap(self, model:nn.Module) -> nn.Module: return model # back to a plain network, after training
+    def seed_noise(self, seed:int): pass # give each process its own noise and dropout draws
+    def shard(self, xb:torch.Tensor, yb:torch.Tensor): return xb, yb # this process's part of the global batch
+    def sum(self, values:list) -> list: return list(values) # element-wise sums over the processes
+    def broadcast(self, obj): return obj # rank 0's `obj`, on every process
+    def gather(self, obj) -> list: return [obj] # every process's `obj`, in rank order
+    def barrier(self): pass # wait for every process
+
+# %% ../nbs/08_training.ipynb #34a8cfbf
+@dataclass
+class TrainState:
+    "Everything one training run works on and changes; a checkpoint saves the changing part."
+    config:TrainConfig
+    device:torch.device
+    net:RandomizedNetwork # the network being trained (this process's copy)
+    model:nn.Module # what the training step calls: `net`, or its data-parallel wrapper
+    opt:torch.optim.SGD
+    scaler:torch.amp.GradScaler
+    look:Lookahead|None # the fast recipe's lookahead
+    batches:object # `data.Batches` / `data.FolderBatches` of the global batch
+    amp_dtype:torch.dtype|None
+    channels_last:bool
+    par:OneProcess # data-parallel hooks
+    spe:int # steps per epoch
+    total:int # steps in all
+    step:int=0 # global steps done
+    history:list=field(default_factory=list) # one row per finished epoch
+    running:list=field(default_factory=lambda: [0.0, 0, 0]) # loss sum, correct, seen in this epoch (this process)
+    prev_time:float=0.0 # training seconds of the earlier calls of a resumed run
+    t0:float=field(default_factory=time.time) # start of this call
+    resumed_from:int|None=None
+
+# %% ../nbs/08_training.ipynb #088640a1
+def setup_training(config:TrainConfig,
+                   train_data:ImageData|FolderData,
+                   device:torch.device,
+                   amp:bool=True, # see `train`
+                   channels_last:bool=True,
+                   num_workers:int|None=None,
+                   par:OneProcess|None=None, # data-parallel hooks (None: one process)
+                  ) -> TrainState:
+    "The first step of `train`: seed, build the network and its optimizer, and the batch server."
+    par = par or OneProcess()
+    if train_data.num_classes > config.num_classes:
+        raise ValueError(f"the data has {train_data.num_classes} classes but config.num_classes={config.num_classes}")
+    par.check(config.batch_size)
+    seed_everything(config.seed)
+    data = train_data.subset(config.train_size, seed=config.seed) if config.train_size else train_data
+    data = data.to(device)
+    check_input_fits(config.arch, tuple(data.image_shape[-2:]))
+    net = build_network(config, input_hw=tuple(data.image_shape[-2:])).to(device)
+    if config.recipe == 'fast': fit_stem(net, data.materialize(min(5000, len(data))).x.to(device))
+    if channels_last: net = net.to(memory_format=torch.channels_last)
+    model = par.wrap(net); par.seed_noise(config.seed)
+    amp_dtype = _amp_dtype(amp, device, config.recipe)
+    batches = make_batches(data, config.batch_size, shuffle=True, augment=config.augment, drop_last=True, device=device,
+                           seed=config.seed, num_workers=num_workers,
+                           **({'pad': 2} if config.recipe == 'fast' and isinstance(data, ImageData) else {}))
+    spe = len(batches)
+    if spe < 1: raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({len(data)})")
+    return TrainState(config, device, net, model, make_optimizer(config, net),
+                      torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16),   # only fp16 needs loss scaling
+                      Lookahead(net) if config.recipe == 'fast' else None, batches, amp_dtype, bool(channels_last), par,
+                      spe, config.epochs * spe)
+
+# %% ../nbs/08_training.ipynb #0be1c6e9
+def save_checkpoint(s:TrainState, path:Path|None):
+    "Write everything needed to continue `s` exactly (rank 0 writes; every process must call it)."
+    if path is None: return
+    running, rngs = s.par.sum(s.running), s.par.gather(_rng_state(s.device))
+    if s.par.main:
+        atomic_torch_save({'config': asdict(s.config), 'model': s.net.state_dict(), 'optimizer': s.opt.state_dict(),
+                           'scaler': s.scaler.state_dict(), 'step': s.step, 'history': s.history, 'running': tuple(running),
+                           'rng': rngs[0], 'rng_ranks': rngs if s.par.world > 1 else None, 'world': s.par.world,
+                           'train_time_s': s.prev_time + time.time() - s.t0,
+                           'lookahead': s.look.slow if s.look is not None else None}, path)
+    s.par.barrier()
+
+def restore_checkpoint(s:TrainState, path:Path|None) -> bool:
+    "Continue `s` from the checkpoint at `path` if there is one (every process reads the same file)."
+    if path is None or not s.par.broadcast(path.exists()): return False
+    st = torch.load(path, map_location=s.device, weights_only=False)
+    if st['config'] != asdict(s.config): raise ValueError(f"{path} belongs to a different configuration")
+    s.net.load_state_dict(st['model']); s.opt.load_state_dict(st['optimizer']); s.scaler.load_state_dict(st['scaler'])
+    s.step, s.history, s.prev_time, s.resumed_from = st['step'], st['history'], st['train_time_s'], st['step']
+    s.running = list(st['running']) if s.par.main else [0.0, 0, 0]     # the sums of all processes, counted once
+    rngs = st.get('rng_ranks') or [st['rng']]
+    if len(rngs) == s.par.world: _set_rng_state(rngs[s.par.rank], s.device)
+    else:
+        warnings.warn(f"{path} was written by {len(rngs)} process(es), resumed by {s.par.world}: fresh noise seeds, not bit-exact")
+        seed_everything(_derive_seed('resume', s.config.seed, s.step, s.par.rank))
+    if s.look is not None: s.look.slow = [t.to(s.device) for t in st['lookahead']]
+    return True
+
+# %% ../nbs/08_training.ipynb #c168e45a
+def train_step(s:TrainState, xb:torch.Tensor, yb:torch.Tensor) -> float:
+    "One SGD step on this process's share of the global batch (`xb`, `yb`); return the learning rate used."
+    cfg, net = s.config, s.net
+    xb, yb = s.par.shard(xb, yb)
+    if s.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+    lr = learning_rate(cfg, s.step, s.total)
+    for g in s.opt.param_groups: g['lr'] = lr * g['lr_scale']
+    with torch.autocast(device_type=s.device.type, dtype=s.amp_dtype or torch.bfloat16, enabled=s.amp_dtype is not None):
+        if cfg.adversarial: xb = pgd_linf_train(net, xb, yb, cfg.adv_eps, cfg.adv_step, cfg.adv_steps)
+        logits = s.model(xb); loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+    s.opt.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    if s.look is not None and hasattr(net.base, 'stem') and s.step >= FAST_STEM_BIAS_EPOCHS * s.spe:
+        net.base.stem.bias.grad = None                      # the optimizer skips a parameter without a gradient
+    s.scaler.step(s.opt); s.scaler.update()
+    s.running[0] += loss.item() * len(yb); s.running[1] += (logits.argmax(-1) == yb).sum().item(); s.running[2] += len(yb)
+    s.step += 1
+    if s.look is not None: s.look.step(s.step, s.total)
+    return lr
+
+def end_epoch(s:TrainState, lr:float, ex:ImageData|None, run_dir:Path|None) -> dict:
+    "Close an epoch: loss and accuracy over the global batches, test accuracy (rank 0's pass), the CSV log."
+    loss, correct, seen = s.par.sum(s.running)
+    acc = accuracy(s.net, ex.x, ex.y) if ex is not None and s.par.main else None
+    row = {'epoch': s.step // s.spe, 'step': s.step, 'lr': lr, 'train_loss': loss / seen, 'train_acc': correct / seen,
+           'test_acc': s.par.broadcast(acc), 'seconds': round(s.prev_time + time.time() - s.t0, 2)}
+    s.history.append(row); s.running = [0.0, 0, 0]
+    if run_dir and s.par.main: _write_log(run_dir/'train_log.csv', s.history)
+    return row
+
 # %% ../nbs/08_training.ipynb #2ca6ba50
 def train(config:TrainConfig,
           train_data:ImageData|FolderData, # training images: in memory, or a streamed image folder (ImageNet)
@@ -235,87 +372,58 @@ def train(config:TrainConfig,
           eval_size:int=1000, # test images used for the per-epoch accuracy
           progress:bool=True, # tqdm progress bar with ETA
           num_workers:int|None=None, # decoding workers for a streamed image folder (ignored for in-memory data)
+          parallel:OneProcess|None=None, # data-parallel hooks (`distributed.TorchDDP`); None: this process alone
          ) -> TrainResult:
-    "Train the randomized network of `config` on `train_data`, resumably."
+    "Train the randomized network of `config` on `train_data`, resumably: set up, restore, then steps and epoch ends."
     t0 = time.time()
-    device = get_device(device)
-    amp_dtype = _amp_dtype(amp, device, config.recipe)
-    cl = bool(channels_last)
-    if train_data.num_classes > config.num_classes:
-        raise ValueError(f"the data has {train_data.num_classes} classes but config.num_classes={config.num_classes}")
-    seed_everything(config.seed)
-    data = train_data.subset(config.train_size, seed=config.seed) if config.train_size else train_data
-    data = data.to(device)
-    check_input_fits(config.arch, tuple(data.image_shape[-2:]))
-    model = build_network(config, input_hw=tuple(data.image_shape[-2:])).to(device)
-    if config.recipe == 'fast': fit_stem(model, data.materialize(min(5000, len(data))).x.to(device))
-    if cl: model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(config, model)
-    look = Lookahead(model) if config.recipe == 'fast' else None
-    scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)   # only fp16 needs loss scaling
-    batches = make_batches(data, config.batch_size, shuffle=True, augment=config.augment, drop_last=True, device=device,
-                           seed=config.seed, num_workers=num_workers,
-                           **({'pad': 2} if config.recipe == 'fast' and isinstance(data, ImageData) else {}))
-    spe = len(batches)
-    if spe < 1: raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({len(data)})")
-    total = config.epochs * spe
-    step, history, run_loss, run_correct, run_seen, prev_time = 0, [], 0.0, 0, 0, 0.0
+    s = setup_training(config, train_data, get_device(device), amp, channels_last, num_workers, parallel); s.t0 = t0
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt = run_dir/'checkpoint.pt' if run_dir else None
-    if ckpt is not None and resume and ckpt.exists():
-        st = torch.load(ckpt, map_location=device, weights_only=False)
-        if st['config'] != asdict(config): raise ValueError(f"{ckpt} belongs to a different configuration")
-        model.load_state_dict(st['model']); opt.load_state_dict(st['optimizer']); scaler.load_state_dict(st['scaler'])
-        step, history, prev_time = st['step'], st['history'], st['train_time_s']
-        run_loss, run_correct, run_seen = st['running']
-        _set_rng_state(st['rng'], device)
-        if look is not None: look.slow = [t.to(device) for t in st['lookahead']]
-
-    def save_ckpt():
-        if ckpt is None: return
-        atomic_torch_save({'config': asdict(config), 'model': model.state_dict(), 'optimizer': opt.state_dict(),
-                           'scaler': scaler.state_dict(), 'step': step, 'history': history,
-                           'running': (run_loss, run_correct, run_seen), 'rng': _rng_state(device),
-                           'train_time_s': prev_time + time.time() - t0,
-                           'lookahead': look.slow if look is not None else None}, ckpt)
-
+    if resume: restore_checkpoint(s, ckpt)
     ex = test_data.subset(min(eval_size, len(test_data)), seed=0).materialize() if test_data is not None else None
-    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {config.arch} {config.dist} sd={config.sd}",
-               mininterval=5, dynamic_ncols=True)
-    model.train(); it = None; status = 'finished'
-    while step < total:
-        epoch, k = divmod(step, spe)
-        if it is None or k == 0: it = iter(batches.epoch(epoch, seed=config.seed, start=k))
-        xb, yb = next(it)
-        if cl: xb = xb.contiguous(memory_format=torch.channels_last)
-        lr = learning_rate(config, step, total)
-        for g in opt.param_groups: g['lr'] = lr * g['lr_scale']
-        if look is not None and hasattr(model.base, 'stem'): model.base.stem.bias.requires_grad_(step < FAST_STEM_BIAS_EPOCHS * spe)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            if config.adversarial:
-                xb = pgd_linf_train(model, xb, yb, config.adv_eps, config.adv_step, config.adv_steps)
-            logits = model(xb); loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-        run_loss += loss.item() * len(yb); run_correct += (logits.argmax(-1) == yb).sum().item(); run_seen += len(yb)
-        step += 1; bar.update(1)
-        if look is not None: look.step(step, total)
-        if step % spe == 0:
-            row = {'epoch': epoch + 1, 'step': step, 'lr': lr, 'train_loss': run_loss / run_seen,
-                   'train_acc': run_correct / run_seen, 'test_acc': accuracy(model, ex.x, ex.y) if ex is not None else None,
-                   'seconds': round(prev_time + time.time() - t0, 2)}
-            history.append(row); run_loss, run_correct, run_seen = 0.0, 0, 0
+    bar = tqdm(total=s.total, initial=s.step, disable=not (progress and s.par.main), mininterval=5, dynamic_ncols=True,
+               desc=f"train {config.arch} {config.dist} sd={config.sd}")
+    s.model.train(); it = None; status = 'finished'
+    while s.step < s.total:
+        epoch, k = divmod(s.step, s.spe)
+        if it is None or k == 0: it = iter(s.batches.epoch(epoch, seed=config.seed, start=k))
+        lr = train_step(s, *next(it)); bar.update(1)
+        if s.step % s.spe == 0:
+            row = end_epoch(s, lr, ex, run_dir)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
                             test=f"{row['test_acc']:.3f}" if row['test_acc'] is not None else '-')
-            if run_dir: _write_log(run_dir/'train_log.csv', history)
-            save_ckpt()
-        elif ckpt_every_steps and step % ckpt_every_steps == 0: save_ckpt()
-        if stop_after_steps is not None and step >= stop_after_steps and step < total:
-            if step % spe: save_ckpt()
+            save_checkpoint(s, ckpt)
+        elif ckpt_every_steps and s.step % ckpt_every_steps == 0: save_checkpoint(s, ckpt)
+        if stop_after_steps is not None and stop_after_steps <= s.step < s.total:
+            if s.step % s.spe: save_checkpoint(s, ckpt)
             status = 'interrupted'; break
     bar.close()
-    model.eval()
-    return TrainResult(model, config, history, run_dir, status, step, time.time() - t0, prev_time + time.time() - t0)
+    s.model.eval(); net = s.par.unwrap(s.model).eval()
+    return TrainResult(net, config, s.history, run_dir, status, s.step, time.time() - t0, s.prev_time + time.time() - t0,
+                       resumed_from=s.resumed_from)
+
+# %% ../nbs/08_training.ipynb #adb0f212
+class FileLock:
+    "An exclusive lock on the file `path` (POSIX `flock`), free again as soon as its holder exits."
+    def __init__(self, path:str|Path): self.path, self._fd = Path(path), None
+    def acquire(self, blocking:bool=True) -> bool:
+        "Take the lock (waiting for it if `blocking`); return whether we hold it."
+        if self._fd is not None: raise RuntimeError(f"{self.path} is already held by this FileLock")
+        if fcntl is None: return True                 # no flock on this platform: no locking
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError: os.close(fd); return False
+        os.ftruncate(fd, 0); os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._fd = fd; return True
+    def holder(self) -> str:
+        "Who holds (or last held) the lock, as written in the file."
+        try: return self.path.read_text().strip() or 'another process'
+        except OSError: return 'another process'
+    def release(self):
+        if self._fd is None: return
+        fcntl.flock(self._fd, fcntl.LOCK_UN); os.close(self._fd); self._fd = None
+    def __enter__(self): self.acquire(); return self
+    def __exit__(self, *exc): self.release()
 
 # %% ../nbs/08_training.ipynb #d7be73e6
 def model_key(config:TrainConfig, train_data:ImageData) -> str:
@@ -328,30 +436,52 @@ def _load_cached(path:Path, config:TrainConfig, device, input_hw) -> RandomizedN
     model.load_state_dict(st['state_dict']); model.eval()
     return model, st
 
+def _cached(final, config, device, hw, key, status) -> TrainResult:
+    model, st = _load_cached(final, config, device, hw)
+    return TrainResult(model, config, st['history'], final.parent, status, st['step'], 0.0, st['train_time_s'], key)
+
+def _take_lock(lock:FileLock, par:OneProcess, poll_s:float) -> bool:
+    "Take `lock` (rank 0 takes it for all the processes of a run); return whether another process held it first."
+    waited = False
+    while not par.broadcast(lock.acquire(blocking=False) if par.main else None):
+        if not waited and par.main: print(f"{lock.path.parent.name}: waiting for {lock.holder()}, who is training this model", flush=True)
+        waited = True; time.sleep(poll_s)
+    return waited
+
+def _store(res:TrainResult, d:Path, train_data, device):
+    c = asdict(res.config)
+    atomic_torch_save({'config': c, 'state_dict': res.model.state_dict(), 'history': res.history, 'step': res.step,
+                       'train_time_s': res.train_time_s, 'data': train_data.fingerprint}, d/'model.pt')
+    atomic_write_json(d/'manifest.json', run_manifest(c, res.config.seed, device, data=train_data.label,
+                      data_fingerprint=train_data.fingerprint, train_time_s=res.train_time_s, history=res.history))
+    (d/'checkpoint.pt').unlink(missing_ok=True)
+
+# %% ../nbs/08_training.ipynb #3df2c767
 def get_model(config:TrainConfig,
               train_data:ImageData,
               test_data:ImageData|None=None,
               cache_dir:str|Path|None=None, # default: `core.default_cache_dir()`
               device=None,
               retrain:bool=False, # ignore a cached model
+              parallel:OneProcess|None=None, # data-parallel hooks (`distributed.TorchDDP`); None: this process alone
+              lock_poll_s:float=2.0, # how often a process waiting for another's training looks again
               **train_kw, # passed on to `train`
              ) -> TrainResult:
-    "The trained model of `config`: loaded from the cache if it is there, else trained (resumably) and stored."
-    device = get_device(device)
+    "The trained model of `config`: loaded from the cache if it is there, else trained (resumably, by one process at a time) and stored."
+    par, device = parallel or OneProcess(), get_device(device)
     key = model_key(config, train_data)
     d = Path(cache_dir or default_cache_dir())/'models'/key
     final, hw = d/'model.pt', tuple(train_data.image_shape[-2:])
-    if final.exists() and not retrain:
-        model, st = _load_cached(final, config, device, hw)
-        return TrainResult(model, config, st['history'], d, 'cached', st['step'], 0.0, st['train_time_s'], key)
+    if not retrain and par.broadcast(final.exists()): return _cached(final, config, device, hw, key, 'cached')
     d.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(d/'config.json', {'config': asdict(config), 'data': train_data.fingerprint, 'data_label': train_data.label})
-    res = train(config, train_data, test_data, run_dir=d, device=device, **train_kw)
-    res.key = key
-    if res.status == 'finished':
-        atomic_torch_save({'config': asdict(config), 'state_dict': res.model.state_dict(), 'history': res.history,
-                           'step': res.step, 'train_time_s': res.train_time_s, 'data': train_data.fingerprint}, final)
-        atomic_write_json(d/'manifest.json', run_manifest(asdict(config), config.seed, device, data=train_data.label,
-                          data_fingerprint=train_data.fingerprint, train_time_s=res.train_time_s, history=res.history))
-        (d/'checkpoint.pt').unlink(missing_ok=True)
-    return res
+    lock = FileLock(d/'.lock')
+    waited = _take_lock(lock, par, lock_poll_s)
+    try:
+        if not retrain and par.broadcast(final.exists()): return _cached(final, config, device, hw, key, 'waited' if waited else 'cached')
+        if par.main: atomic_write_json(d/'config.json', {'config': asdict(config), 'data': train_data.fingerprint, 'data_label': train_data.label})
+        res = train(config, train_data, test_data, run_dir=d, device=device, parallel=par, **train_kw)
+        res.key = key
+        if res.status == 'finished' and par.main: _store(res, d, train_data, device)
+        par.barrier()
+        return res
+    finally: lock.release()
