@@ -4,17 +4,17 @@
 
 # %% ../nbs/13_reproduce.ipynb #34137aa0
 from __future__ import annotations
-import argparse, hashlib, importlib, inspect, json, os, re, sys, tempfile, time
+import argparse, contextlib, hashlib, importlib, inspect, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['THEORY_FIGURES', 'THEORY_LABEL', 'LAYOUTS', 'NOTEBOOKS', 'CIFAR10_NOTEBOOKS', 'COMMITTED_PRESETS', 'json_text',
-           'write_if_changed', 'portable', 'make_portable_file', 'make_portable', 'theory_inputs', 'theory_up_to_date',
-           'theory_figures', 'DataUnavailable', 'ways_out', 'layout_problem', 'cache_places', 'resolve_data',
-           'requirement', 'load_status', 'notebook_inputs', 'run_notebook', 'Outcome', 'reproduce', 'write_index',
-           'main']
+__all__ = ['THEORY_FIGURES', 'THEORY_LABEL', 'LAYOUTS', 'NOTEBOOKS', 'CIFAR10_NOTEBOOKS', 'COMMITTED_PRESETS', 'NEEDS', 'CHILD',
+           'json_text', 'write_if_changed', 'portable', 'make_portable_file', 'make_portable', 'theory_inputs',
+           'theory_up_to_date', 'theory_figures', 'DataUnavailable', 'ways_out', 'layout_problem', 'cache_places',
+           'resolve_data', 'requirement', 'load_status', 'notebook_inputs', 'run_notebook', 'publish', 'check_gpus',
+           'worker_env', 'ready', 'run_child', 'Outcome', 'reproduce', 'write_index', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #2c65be87
 from .core import atomic_write, run_manifest, get_device, hardware_label, config_hash, default_cache_dir
@@ -201,7 +201,8 @@ def _status_path(out_dir, preset): return Path(out_dir)/'runs'/preset/'status.js
 
 def load_status(out_dir, preset) -> dict:
     p = _status_path(out_dir, preset)
-    return json.loads(p.read_text()) if p.exists() else {}
+    t = p.read_text() if p.exists() else ''
+    return json.loads(t) if t.strip() else {}   # empty: just created to be locked
 
 def notebook_inputs(nb_path:Path, preset:str) -> str:
     "Hash of what a notebook's results depend on besides its parameters: its cells' sources and the preset's values."
@@ -223,15 +224,132 @@ def run_notebook(nb_path:Path, out_path:Path, params:dict, cwd:Path) -> float:
         if tmp.exists(): os.replace(tmp, out_path.with_name(out_path.stem + '.failed.ipynb'))
     return time.time() - t0
 
-def _snapshot(d:Path) -> dict:
-    return {p: p.read_bytes() for p in d.iterdir() if p.is_file()} if d.is_dir() else {}
+# %% ../nbs/13_reproduce.ipynb #96b3b903
+def _unstage(path:Path, stage:Path, out_dir:Path) -> bool:
+    "Rewrite the staging path `stage` as `out_dir` in the file `path`; return whether it changed."
+    b = new = path.read_bytes()
+    for s in {str(stage), str(Path(stage).resolve())}: new = new.replace(s.encode(), str(out_dir).encode())   # as given, and resolved
+    return new != b and write_if_changed(path, new)
 
-def _restore(d:Path, snap:dict) -> list:
-    "Put the files of `d` back as in `snap` (new ones removed); return the restored paths."
-    if not d.is_dir(): return []
-    new = [p for p in d.iterdir() if p.is_file() and p not in snap]
-    for p in new: p.unlink()
-    return new + [p for p, b in snap.items() if write_if_changed(p, b)]
+def publish(stage:str|Path, # the results root a notebook ran with (its `out_dir`)
+            out_dir:str|Path, # the real results root
+            preset:str) -> list:
+    "Move a finished notebook's files from `<stage>/<preset>/` into `<out_dir>/<preset>/`; sanity.csv rows are merged. Return the files."
+    from randsmooth_nb.sanity import read_sanity, write_sanity
+    stage, out_dir = Path(stage), Path(out_dir); src, dst, done = stage/preset, out_dir/preset, []
+    for p in sorted(q for q in src.rglob('*') if q.is_file() and not q.name.startswith('.')) if src.is_dir() else []:   # not lock files
+        t = dst/p.relative_to(src); _unstage(p, stage, out_dir)
+        if p.relative_to(src) == Path('sanity.csv'): write_sanity(read_sanity(p), out_dir, preset)
+        else: t.parent.mkdir(parents=True, exist_ok=True); write_if_changed(t, p.read_bytes())
+        done.append(t)
+    return done
+
+@contextlib.contextmanager
+def _locked_file(path:Path):
+    "An exclusive lock on `path` itself, which writers replace atomically: taken again if it was replaced meanwhile."
+    try: import fcntl
+    except ImportError: yield; return                  # no advisory locks on this platform: atomic replace only
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        f = open(path, 'a')                            # appends nothing: neither the bytes nor the time stamp change
+        fcntl.flock(f, fcntl.LOCK_EX)
+        if path.exists() and os.fstat(f.fileno()).st_ino == os.stat(path).st_ino: break
+        f.close()
+    try: yield
+    finally: f.close()
+
+# %% ../nbs/13_reproduce.ipynb #2368730d
+def check_gpus(gpus, # device ids: '0,1,2,3' or a list of ints
+               count:int|None=None, # CUDA devices visible here (default: torch.cuda.device_count(), 0 without CUDA)
+              ) -> list:
+    "The ids of `gpus` as ints, each a CUDA device this machine has; else a ValueError that names the valid ids."
+    given = gpus if isinstance(gpus, str) else ','.join(map(str, gpus))
+    try: ids = [int(g) for g in given.split(',') if g.strip()]
+    except ValueError: raise ValueError(f"--gpus takes comma-separated CUDA device ids such as 0,1,2,3; got {given!r}") from None
+    if not ids: raise ValueError("--gpus names no device; give ids such as 0,1,2,3")
+    if count is None:
+        import torch
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"--gpus {given}: this machine has no CUDA device (torch.cuda.is_available() is False); drop --gpus, "
+                         "or use --workers N to run N notebooks side by side on the current device")
+    valid = ', '.join(map(str, range(count)))
+    bad = [g for g in ids if not 0 <= g < count]
+    if bad: raise ValueError(f"--gpus {given}: no CUDA device {', '.join(map(str, bad))}; valid ids: {valid}")
+    twice = sorted({g for g in ids if ids.count(g) > 1})
+    if twice: raise ValueError(f"--gpus {given} names device {', '.join(map(str, twice))} twice: one notebook process per GPU; valid ids: {valid}")
+    return ids
+
+def worker_env(gpu:int|None=None, # the CUDA device id this worker gets (None: the current device)
+               workers:int=1, # notebook processes running side by side
+               env:dict|None=None, # the environment to start from (default: os.environ)
+              ) -> dict:
+    "The environment of one notebook process: only its GPU visible, and its share of the CPU threads unless OMP_NUM_THREADS is set."
+    env = dict(os.environ if env is None else env)
+    if gpu is not None:                  # an id counts within an inherited CUDA_VISIBLE_DEVICES, as in torch
+        vis = [v.strip() for v in env.get('CUDA_VISIBLE_DEVICES', '').split(',') if v.strip()]
+        env['CUDA_VISIBLE_DEVICES'] = vis[gpu] if gpu < len(vis) else str(gpu)
+    env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // workers)))
+    return env
+
+# %% ../nbs/13_reproduce.ipynb #75eb8c72
+def _slots(gpus, workers, device) -> list:
+    "The worker slots: one per GPU id (checked against this machine), else `workers` on the current device."
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if gpus is None or gpus == '': return [None] * (workers or 1)
+    if device not in ('', 'cuda'): raise ValueError(f"--gpus runs each notebook on a GPU, but --device is {device!r}: drop one of them")
+    ids = check_gpus(gpus)
+    if workers not in (None, len(ids)): raise ValueError(f"--workers {workers} and --gpus {','.join(map(str, ids))} disagree: --gpus runs one notebook per GPU")
+    return ids
+
+# %% ../nbs/13_reproduce.ipynb #d8f22081
+NEEDS = {}   # notebook -> the notebooks whose results it reads; none today (shared networks come through the locked model cache)
+
+def ready(pending:list, # notebooks not started yet, in the order of NOTEBOOKS
+          running, # notebooks running now
+          needs:dict|None=None, # default: NEEDS
+         ) -> list:
+    "The notebooks of `pending` that may start now: none of those they need is still pending or running."
+    needs = NEEDS if needs is None else needs
+    return [n for n in pending if not any(d in pending or d in running for d in needs.get(n, ()))]
+
+# %% ../nbs/13_reproduce.ipynb #bb337fe2
+CHILD = "import sys; from randsmooth_nb.reproduce import run_child; sys.exit(run_child(sys.argv[1]))"
+
+def run_child(spec:str|Path, # JSON: {'nb', 'out', 'params', 'cwd'}; the result goes to <spec stem>.out.json
+             ) -> int:
+    "Execute the notebook that `spec` describes (one process of a concurrent run); 0 if it finished, else 1."
+    spec = Path(spec); s = json.loads(spec.read_text())
+    try: r = {'seconds': run_notebook(Path(s['nb']), Path(s['out']), s['params'], Path(s['cwd']))}
+    except Exception as e: r = {'error': str(e).strip() or type(e).__name__}
+    atomic_write(spec.with_suffix('.out.json'), json.dumps(r)); return int('error' in r)
+
+class _Inline:
+    "A notebook run in this process (one worker): finished when constructed."
+    def __init__(self, nb, out, params, cwd):
+        try: self.res = (run_notebook(nb, out, params, cwd), None)
+        except Exception as e: self.res = (None, str(e).strip() or type(e).__name__)
+    def result(self): return self.res
+    def stop(self): pass
+
+class _Proc:
+    "A notebook run in a process of its own, with the environment `env`; `result()` is None until it ends."
+    def __init__(self, nb, out, params, cwd, env:dict, tmp:Path):
+        self.spec = Path(tmp)/f"{Path(nb).stem}.json"
+        self.spec.write_text(json.dumps({'nb': str(nb), 'out': str(out), 'params': params, 'cwd': str(cwd)}))
+        self.spec.with_suffix('.out.json').unlink(missing_ok=True)
+        self.p = subprocess.Popen([sys.executable, '-c', CHILD, str(self.spec)], env=env, cwd=str(cwd))
+    def result(self):
+        if self.p.poll() is None: return None
+        r = self.spec.with_suffix('.out.json')
+        if not r.is_file(): return None, f"the notebook's process ended without a result (exit code {self.p.returncode})"
+        r = json.loads(r.read_text()); return r.get('seconds'), r.get('error')
+    def stop(self):
+        "Interrupt it as Ctrl-C would (papermill then shuts its kernel down and keeps the failed copy); kill it after 30 s."
+        if self.p.poll() is None: self.p.send_signal(signal.SIGINT)
+        try: self.p.wait(30)
+        except subprocess.TimeoutExpired: self.p.kill(); self.p.wait()
 
 # %% ../nbs/13_reproduce.ipynb #85dd5aea
 def _fmt_s(s): return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m{int(s % 60):02d}s" if s >= 3600 else f"{int(s // 60)}m{int(s % 60):02d}s"
@@ -280,6 +398,103 @@ def _params(name, preset, seed, data, imagenet_dir, out_dir, cache_dir, device) 
     if name != 'exp_imagenet': p['download'] = False   # the data is in place already (resolved above)
     return p
 
+# %% ../nbs/13_reproduce.ipynb #493e1b46
+@dataclass
+class _Run:
+    "The state of one `reproduce` call, shared by its steps."
+    preset: str; out_dir: Path; nbs: Path; order: list; slots: list; log: object
+    status: dict = field(default_factory=dict); out: Outcome = field(default_factory=Outcome)
+    jobs: dict = field(default_factory=dict)   # notebook -> what it runs with: head, params, rec, inputs, prev, good, t0, stage
+    changed: set = field(default_factory=set)  # notebooks whose status entry this run wrote
+    tmp: Path|None = None                      # where concurrent runs keep their processes' descriptions and results
+    @property
+    def root(self): return self.out_dir.parent
+    @property
+    def runs(self): return self.out_dir/'runs'/self.preset
+    @property
+    def res(self): return self.out_dir/self.preset
+
+def _save_status(r:_Run):
+    "Write this run's entries into the status file, merged under its lock with what other runs wrote there meanwhile."
+    p = _status_path(r.out_dir, r.preset)
+    with _locked_file(p):
+        disk = load_status(r.out_dir, r.preset); disk.update({n: r.status[n] for n in r.changed})
+        write_if_changed(p, json_text(disk))
+    r.status = disk
+
+def _triage(r:_Run, name:str, i:int, data:dict, imagenet_dir, cache_dir, device, seed, force) -> bool:
+    "Skip `name` (no data, no GPU) or leave it as done earlier, with its line and status entry; True when it must run."
+    head = f"[{i}/{len(r.order)}] {name:17s}"
+    params = _params(name, r.preset, seed, data, imagenet_dir, r.out_dir, cache_dir, device)
+    rec, inputs, prev = portable(params, r.root), notebook_inputs(r.nbs/f"{name}.ipynb", r.preset), r.status.get(name, {})
+    why = requirement(name, r.preset, data.get('cifar100'), imagenet_dir, device or None)
+    why, good = why and portable(why, r.root), prev.get('status') == 'ok'
+    r.jobs[name] = dict(head=head, params=params, rec=rec, inputs=inputs, prev=prev, good=good)
+    if why:
+        r.out.results[name], r.out.reasons[name] = 'skipped', why
+        r.log(f"{head} skipped: {why}" + ("; its earlier result is kept" if good else ''))
+        r.status[name] = _keep(prev, inputs, 'skipped') if good else {'status': 'skipped', 'reason': why}
+        r.changed.add(name); _save_status(r)
+    elif good and prev.get('params') == rec and prev.get('inputs') == inputs and (r.runs/f"{name}.ipynb").exists() and not force:
+        r.out.results[name] = 'done earlier'
+        r.log(f"{head} done earlier ({_fmt_s(prev.get('seconds', 0))}), skipped; --force reruns it")
+    return name not in r.out.results
+
+def _keep(prev:dict, inputs:str, what:str, params:dict|None=None) -> dict:
+    "An earlier `ok` entry, kept as it was; marked stale when its inputs (or, for a failed rerun, parameters) changed since."
+    changed = prev.get('inputs') != inputs   # an entry without an inputs hash cannot show it is current
+    changed = changed or (params is not None and prev.get('params') != params)
+    return {**prev, 'stale': f"inputs changed since this result; the rerun was {what}"} if changed else prev
+
+# %% ../nbs/13_reproduce.ipynb #79d71f55
+def _start(r:_Run, name:str, k:int):
+    "Start `name` on worker slot `k`, writing into a staging folder: in this process for a single worker, else in its own."
+    j, gpu = r.jobs[name], r.slots[k]
+    where = f" [GPU {gpu}]" if gpu is not None else f" [worker {k + 1}]" if len(r.slots) > 1 else ''
+    r.log(f"{j['head']} running ...{where}"); j['t0'] = time.time()
+    j['stage'] = Path(tempfile.mkdtemp(prefix=f'randsmooth-{name}-')); (j['stage']/r.preset).mkdir()
+    args = (r.nbs/f"{name}.ipynb", r.runs/f"{name}.ipynb", {**j['params'], 'out_dir': str(j['stage'])}, r.root)
+    return _Inline(*args) if r.tmp is None else _Proc(*args, env=worker_env(gpu, len(r.slots)), tmp=r.tmp)
+
+def _record(r:_Run, name:str, seconds:float|None, error:str|None):
+    "Publish `name`'s results if it finished, log how it ended and record it in the status file."
+    j = r.jobs[name]; head, prev, good, rec, inputs, stage = (j[k] for k in ('head', 'prev', 'good', 'rec', 'inputs', 'stage'))
+    for p in (r.runs/f"{name}.ipynb", r.runs/f"{name}.failed.ipynb"):
+        if p.exists(): _unstage(p, stage, r.out_dir)
+    if error is None:
+        publish(stage, r.out_dir, r.preset)
+        for p in (r.runs/f"{name}.ipynb", r.res/f"{name}.json"):
+            if p.exists(): make_portable_file(p, r.root)
+        r.status[name] = {'status': 'ok', 'seconds': round(seconds, 1), 'params': rec, 'inputs': inputs,
+                          'finished': datetime.now(timezone.utc).isoformat(timespec='seconds')}
+        r.out.results[name] = 'ok'; r.log(f"{head} ok in {_fmt_s(seconds)}")
+    else:
+        took = time.time() - j['t0']; msg = portable(error, r.root).splitlines()
+        last = msg[-1] if msg else 'failed'
+        r.out.results[name], r.out.reasons[name] = 'failed', last
+        r.status[name] = _keep(prev, inputs, 'failed', rec) if good else \
+            {'status': 'failed', 'seconds': round(took, 1), 'params': rec, 'inputs': inputs, 'error': '\n'.join(msg[-12:])}
+        r.log(f"{head} FAILED after {_fmt_s(took)}: {last}" + ("; its earlier result is kept" if good else ''))
+    shutil.rmtree(stage, ignore_errors=True); r.changed.add(name); _save_status(r)
+
+# %% ../nbs/13_reproduce.ipynb #9c9d2ebf
+def _schedule(r:_Run, todo:list):
+    "Run the notebooks of `todo` on the worker slots, each once the notebooks it needs have finished."
+    pending, running = list(todo), {}
+    try:
+        while pending or running:
+            free = [k for k in range(len(r.slots)) if k not in {k for k, _ in running.values()}]
+            for name in ready(pending, running)[:len(free)]:
+                pending.remove(name); k = free.pop(0)
+                running[name] = (k, _start(r, name, k))
+            done = [n for n, (_, h) in running.items() if h.result() is not None]
+            for name in done: _record(r, name, *running.pop(name)[1].result())
+            if running and not done: time.sleep(0.2)
+    finally:                                           # interrupted: stop the others; their staged files go
+        for _, h in running.values(): h.stop()
+        for j in r.jobs.values():
+            if j.get('stage'): shutil.rmtree(j['stage'], ignore_errors=True)
+
 # %% ../nbs/13_reproduce.ipynb #9088b729
 def reproduce(preset:str='quick', # paper | quick | smoke
               data_dir:str='', cifar100_dir:str='', imagenet_dir:str='', # data locations ('' = the cache)
@@ -288,69 +503,39 @@ def reproduce(preset:str='quick', # paper | quick | smoke
               only:list|None=None, # run only these notebooks (names from NOTEBOOKS)
               force:bool=False, # rerun notebooks that already finished
               nbs_dir:str|Path|None=None, # where the exp_*.ipynb live (default: the repository's nbs/)
-              log=print) -> Outcome:
-    "Run the experiment notebooks in order, keeping every good earlier result; return what happened to each."
+              log=print,
+              gpus:str|list|None=None, # CUDA device ids ('0,1,2,3'): one notebook process per GPU, side by side
+              workers:int|None=None, # notebook processes side by side on the current device (default 1; with `gpus`, one per id)
+             ) -> Outcome:
+    "Run the experiment notebooks in dependency order, keeping every good earlier result; return what happened to each."
     if preset not in PRESET_NAMES: raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESET_NAMES)}")
     asked = list(only or []); bad = [n for n in asked if n not in NOTEBOOKS]
     if bad: raise ValueError(f"unknown notebook(s) {', '.join(bad)}; valid choices: {', '.join(NOTEBOOKS)}")
+    slots = _slots(gpus, workers, device)
     for name, d in (('data_dir', data_dir), ('cifar100_dir', cifar100_dir), ('imagenet_dir', imagenet_dir)):
         if d and not Path(d).expanduser().is_dir(): raise FileNotFoundError(f"{name} {d!r} is not a directory")
     nbs = Path(nbs_dir) if nbs_dir else Path(__file__).resolve().parent.parent/'nbs'
     order = [n for n in NOTEBOOKS if n in (asked or NOTEBOOKS)]
     missing = [n for n in order if not (nbs/f"{n}.ipynb").exists()]
     if missing: raise FileNotFoundError(f"experiment notebooks not found in {nbs}: {', '.join(missing)} (run from a clone of the repository or pass nbs_dir)")
-    out_dir = Path(out_dir).expanduser().resolve(); root, runs = out_dir.parent, out_dir/'runs'/preset
+    r = _Run(preset, Path(out_dir).expanduser().resolve(), nbs, order, slots, log)
     t_all = time.time()
     data = _resolve_all(preset, order, data_dir, cifar100_dir, download, cache_dir or None, asked, log)   # fails fast
-    log(f"randsmooth-reproduce: preset={preset}, results in {out_dir/preset}, executed notebooks in {runs} [{hardware_label(device or None)}]")
-    if theory_up_to_date(out_dir): log("theory figures: up to date (same code and parameters)")
-    else: log("theory figures: drawing ..."); theory_figures(out_dir)
-    status, out = load_status(out_dir, preset), Outcome()
-    for i, name in enumerate(order, 1):
-        head = f"[{i}/{len(order)}] {name:17s}"
-        params = _params(name, preset, seed, data, imagenet_dir, out_dir, cache_dir, device)
-        rec, inputs, prev = portable(params, root), notebook_inputs(nbs/f"{name}.ipynb", preset), status.get(name, {})
-        why = requirement(name, preset, data.get('cifar100'), imagenet_dir, device or None)
-        why = why and portable(why, root)
-        good = prev.get('status') == 'ok'
-        if why:
-            out.results[name], out.reasons[name] = 'skipped', why
-            log(f"{head} skipped: {why}" + ("; its earlier result is kept" if good else ''))
-            status[name] = _keep(prev, inputs, 'skipped') if good else {'status': 'skipped', 'reason': why}
-        elif good and prev.get('params') == rec and prev.get('inputs') == inputs and (runs/f"{name}.ipynb").exists() and not force:
-            out.results[name] = 'done earlier'
-            log(f"{head} done earlier ({_fmt_s(prev.get('seconds', 0))}), skipped; --force reruns it")
-        else:
-            log(f"{head} running ...")
-            t0, snap = time.time(), _snapshot(out_dir/preset)
-            try:
-                s = run_notebook(nbs/f"{name}.ipynb", runs/f"{name}.ipynb", params, cwd=root)
-                for p in (runs/f"{name}.ipynb", out_dir/preset/f"{name}.json"):
-                    if p.exists(): make_portable_file(p, root)
-                status[name] = {'status': 'ok', 'seconds': round(s, 1), 'params': rec, 'inputs': inputs,
-                                'finished': datetime.now(timezone.utc).isoformat(timespec='seconds')}
-                out.results[name] = 'ok'; log(f"{head} ok in {_fmt_s(s)}")
-            except BaseException as e:
-                _restore(out_dir/preset, snap)
-                if not isinstance(e, Exception): raise
-                msg = portable(str(e).strip(), root).splitlines()
-                last = msg[-1] if msg else type(e).__name__
-                out.results[name], out.reasons[name] = 'failed', last
-                status[name] = _keep(prev, inputs, 'failed', rec) if good else \
-                    {'status': 'failed', 'seconds': round(time.time() - t0, 1), 'params': rec, 'inputs': inputs, 'error': '\n'.join(msg[-12:])}
-                log(f"{head} FAILED after {_fmt_s(time.time() - t0)}: {last}" + ("; its earlier result is kept" if good else ''))
-        write_if_changed(_status_path(out_dir, preset), json_text(status))
-    out.status, out.seconds = status, time.time() - t_all
+    side = f"; GPUs {','.join(map(str, slots))}, a notebook on each" if gpus else f"; {len(slots)} notebooks at a time" if len(slots) > 1 else ''
+    log(f"randsmooth-reproduce: preset={preset}, results in {r.res}, executed notebooks in {r.runs} [{hardware_label(device or None)}]{side}")
+    if theory_up_to_date(r.out_dir): log("theory figures: up to date (same code and parameters)")
+    else: log("theory figures: drawing ..."); theory_figures(r.out_dir)
+    r.status = load_status(r.out_dir, preset)
+    todo = [n for i, n in enumerate(order, 1) if _triage(r, n, i, data, imagenet_dir, cache_dir, device, seed, force)]
+    with (tempfile.TemporaryDirectory(prefix='randsmooth-reproduce-') if slots != [None] else contextlib.nullcontext()) as tmp:
+        r.tmp = tmp and Path(tmp)
+        _schedule(r, todo)
+    out = r.out; out.results = {n: out.results[n] for n in order if n in out.results}   # in NOTEBOOKS order, however they ended
+    out.status, out.seconds = r.status, time.time() - t_all
     from randsmooth_nb.verdict import write_verdict
-    write_verdict(out_dir/preset)                 # each claim of the paper: held / not held / inconclusive
-    out.index = write_index(out_dir) if preset in COMMITTED_PRESETS else write_index(out_dir, (preset,), out_dir/preset/'README.md')
+    write_verdict(r.res)                          # each claim of the paper: held / not held / inconclusive
+    out.index = write_index(r.out_dir) if preset in COMMITTED_PRESETS else write_index(r.out_dir, (preset,), r.res/'README.md')
     return out
-
-def _keep(prev:dict, inputs:str, what:str, params:dict|None=None) -> dict:
-    "An earlier `ok` entry, kept as it was; marked stale when its inputs (or, for a failed rerun, parameters) changed since."
-    changed = prev.get('inputs') != inputs   # an entry without an inputs hash cannot show it is current
-    changed = changed or (params is not None and prev.get('params') != params)
-    return {**prev, 'stale': f"inputs changed since this result; the rerun was {what}"} if changed else prev
 
 # %% ../nbs/13_reproduce.ipynb #a970f177
 def _sanity_lines(d:Path, preset:str) -> list:
@@ -430,12 +615,15 @@ def main(argv=None):
     ap.add_argument('--only', default='', help=f"comma-separated subset of: {', '.join(NOTEBOOKS)}")
     ap.add_argument('--force', action='store_true', help='rerun notebooks that already finished')
     ap.add_argument('--nbs-dir', default='', help='directory of the exp_*.ipynb notebooks (default: the repository nbs/)')
+    ap.add_argument('--gpus', default='', metavar='IDS', help='comma-separated CUDA device ids (e.g. 0,1,2,3): run notebooks side by side, one process per GPU')
+    ap.add_argument('--workers', type=int, default=None, metavar='N', help='run N notebook processes side by side on the current device (default 1; --gpus implies one per id)')
     ap.add_argument('--plan', action='store_true', help='print what the preset will cost per notebook (models to train or cached, passes, ETA on --device from a short calibration) and exit without running anything')
     ap.add_argument('--plan-budget', type=float, default=24.0, metavar='SECONDS', help="seconds for --plan's calibration on a CPU, roughly (0: pass counts only, no ETA)")
     try:
         a = ap.parse_args(argv)
         if a.seed < 0: ap.error('--seed must be >= 0')
         if a.plan_budget < 0: ap.error('--plan-budget must be >= 0')
+        if a.workers is not None and a.workers < 1: ap.error('--workers must be >= 1')
     except SystemExit as e: return e.code
     only = [s.strip() for s in a.only.split(',') if s.strip()] or None
     if a.plan:                                      # missing data does not stop a plan: it names what is missing
@@ -446,7 +634,7 @@ def main(argv=None):
         print(p.table()); return 0
     try:
         o = reproduce(a.preset, a.data_dir, a.cifar100_dir, a.imagenet_dir, a.out_dir, a.cache_dir, a.device, a.seed,
-                      a.download, only, a.force, a.nbs_dir or None)
+                      a.download, only, a.force, a.nbs_dir or None, gpus=a.gpus or None, workers=a.workers)
     except (ValueError, FileNotFoundError, DataUnavailable) as e:
         print(f"randsmooth-reproduce: error: {e}", file=sys.stderr); return 2
     code = o.exit_code(only)
