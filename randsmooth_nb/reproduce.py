@@ -533,7 +533,7 @@ def reproduce(preset:str='quick', # paper | quick | smoke
     out = r.out; out.results = {n: out.results[n] for n in order if n in out.results}   # in NOTEBOOKS order, however they ended
     out.status, out.seconds = r.status, time.time() - t_all
     from randsmooth_nb.verdict import write_verdict
-    write_verdict(r.res)                          # each claim of the paper: held / not held / inconclusive
+    write_verdict(r.res, {n: s['stale'] for n, s in r.status.items() if s.get('stale')})   # held / not held / inconclusive; stale results judge nothing
     out.index = write_index(r.out_dir) if preset in COMMITTED_PRESETS else write_index(r.out_dir, (preset,), r.res/'README.md')
     return out
 

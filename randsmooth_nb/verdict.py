@@ -9,9 +9,9 @@ from pathlib import Path
 
 
 # %% auto #0
-__all__ = ['VERDICTS', 'T1_ATTACKS', 'compare', 'combine', 'read_rows', 'claim_accuracy_falls', 'claim_noise_beats_none',
-           'claim_noise_beats_madry', 'claim_guarantee_below', 'claim_eot_mitigates', 'claim_nontrivial_guarantee',
-           'verdicts', 'verdict_markdown', 'write_verdict']
+__all__ = ['VERDICTS', 'T1_ATTACKS', 'SOURCE_NOTEBOOKS', 'compare', 'combine', 'read_rows', 'claim_accuracy_falls',
+           'claim_noise_beats_none', 'claim_noise_beats_madry', 'claim_guarantee_below', 'claim_eot_mitigates',
+           'claim_nontrivial_guarantee', 'verdicts', 'verdict_markdown', 'mark_stale', 'write_verdict']
 
 # %% ../nbs/12a_verdict.ipynb #38b12fa1
 VERDICTS = ('held', 'not held', 'inconclusive')
@@ -165,13 +165,28 @@ def verdict_markdown(rows:list, sanity:list|None, preset:str) -> str:
         out += [f"- **{r['check']}** {r['attack']} on {r['model']}: {r['detail']}" for r in bad]
     return '\n'.join(out) + '\n'
 
-def write_verdict(preset_dir) -> Path|None:
+SOURCE_NOTEBOOKS = {'fig1a_accuracy_vs_sd.csv': 'exp_fig1a', 'table1.csv': 'exp_table1', 'table2.csv': 'exp_table2',
+                    'eot_sweep.csv': 'exp_eot_sweep', 'fig1bc_guaranteed_accuracy.csv': 'exp_fig1bc'}
+
+def mark_stale(rows:list, # verdict rows, as `verdicts` returns them
+               stale:dict|None, # notebook -> why its committed result is stale (from the runner's status.json)
+              ) -> list:
+    "Rows whose table comes from a stale notebook result: inconclusive, with the reason, whatever the old numbers say."
+    out = []
+    for r in rows:
+        why = [f"{nb}: {stale[nb]}" for f, nb in SOURCE_NOTEBOOKS.items() if f in r['source'] and nb in (stale or {})]
+        out.append({**r, 'verdict': 'inconclusive', 'ours': f"stale ({'; '.join(why)}); was: {r['ours']}"} if why else r)
+    return out
+
+def write_verdict(preset_dir, # a results folder, e.g. paper_figures/quick
+                  stale:dict|None=None, # notebook -> reason its result is stale: its claims become inconclusive
+                 ) -> Path|None:
     "Write `verdict.md` into `preset_dir` if it holds any result table; return its path (None when there is nothing)."
     from randsmooth_nb.core import atomic_write
     d = Path(preset_dir)
     if not d.is_dir() or not any(d.glob('*.csv')): return None
     p = d/'verdict.md'
-    text = verdict_markdown(verdicts(d), read_rows(d/'sanity.csv'), d.name)
+    text = verdict_markdown(mark_stale(verdicts(d), stale), read_rows(d/'sanity.csv'), d.name)
     if not p.exists() or p.read_text() != text: atomic_write(p, text)
     return p
 
