@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 # %% ../nbs/09_attacks.ipynb #97e7184a
 from .core import patch
-from .noise import default_max_batch, sample_logits, label_counts
+from .noise import default_max_batch, rows_per_pass, sample_logits, label_counts
 
 # %% ../nbs/09_attacks.ipynb #978a7a5b
-def _per_pass(max_batch, B, device='cpu'):
-    return max(1, (max_batch or default_max_batch(device)) // max(B, 1))
+def _per_pass(model, max_batch, x, grad=True):
+    "Draws per pass for the B inputs `x`: `max_batch` rows, else `noise.rows_per_pass` (on CUDA: fitted to free memory)."
+    return max(1, (max_batch or rows_per_pass(model, x, grad=grad)) // max(x.shape[0], 1))
 
 PRECISIONS = ('fp32', 'bf16')
 
@@ -45,7 +46,7 @@ def eot_loss_grad(model, x, y, eot:int, max_batch:int|None=None, generator=None,
                  ):
     "Mean over `eot` draws of `loss_fn` on each draw's logits (per input) and its gradient w.r.t. `x`, chunk by chunk."
     loss_fn = loss_fn or ce_rows
-    B = x.shape[0]; c_max = _per_pass(max_batch, B, x.device)
+    B = x.shape[0]; c_max = _per_pass(model, max_batch, x)
     loss, grad = torch.zeros(B, device=x.device), torch.zeros_like(x)
     for start in range(0, eot, c_max):
         c = min(c_max, eot - start)
@@ -59,7 +60,7 @@ def eot_loss_grad(model, x, y, eot:int, max_batch:int|None=None, generator=None,
 def eot_mean_logits_grad(model, x, eot:int, objective, max_batch:int|None=None, generator=None, precision:str='fp32'):
     """Mean logits over `eot` draws, `objective(mean_logits)` (one value per input) and its gradient w.r.t. `x`.
     Uses one pass when the draws fit in one chunk, else two passes with the noise replayed."""
-    B = x.shape[0]; c_max = _per_pass(max_batch, B, x.device)
+    B = x.shape[0]; c_max = _per_pass(model, max_batch, x)
     if eot <= c_max or not hasattr(model, 'forward_samples'):
         xr = x.detach().requires_grad_(True)
         with _amp(precision, x): z = _wide(sample_logits(model, _fast(xr), eot, eot, generator)).mean(0)
@@ -347,7 +348,7 @@ def confirm_fp32(model:nn.Module, x:torch.Tensor, y:torch.Tensor,
         if not len(idx): break
         cand = (x[idx] + s * (adv[idx] - x[idx])).clamp(-1, 1)
         with torch.inference_mode():
-            z = _wide(sample_logits(model, _fast(cand), eot, chunk=_per_pass(max_batch, len(idx), x.device))).mean(0)
+            z = _wide(sample_logits(model, _fast(cand), eot, chunk=_per_pass(model, max_batch, cand, grad=False))).mean(0)
         adv_now = (z + confidence * F.one_hot(y[idx], z.shape[1])).argmax(1) != y[idx]
         hit = idx[adv_now]
         out[hit] = cand[adv_now]; ok[hit] = True; todo[hit] = False
@@ -440,7 +441,7 @@ class EAD(_BinarySearchAttack):
         xk, yk = x.clone(), x.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         step_best, stop = torch.full_like(const, math.inf), _EarlyAbort(self)
-        objective, chunk = lambda zz: const * margin(zz, y, self.confidence), _per_pass(self.max_batch, x.shape[0], x.device)
+        objective, chunk = lambda zz: const * margin(zz, y, self.confidence), _per_pass(self.model, self.max_batch, x)
         for k in range(self.steps):
             lr = self.lr * (1 - k / self.steps) ** 0.5
             _, _, g = eot_mean_logits_grad(self.model, yk, self.eot, objective, self.max_batch, precision=self.precision)

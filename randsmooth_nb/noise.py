@@ -8,8 +8,9 @@ import math
 from contextlib import contextmanager
 
 # %% auto #0
-__all__ = ['NOISE_DISTS', 'NOISE_POSITIONS', 'DEFAULT_MAX_BATCH', 'NoiseInjection', 'figure_noise_levels', 'RandomizedNetwork',
-           'default_max_batch', 'sample_logits', 'label_counts']
+__all__ = ['NOISE_DISTS', 'NOISE_POSITIONS', 'DEFAULT_MAX_BATCH', 'FIT_MAX_BATCH_CAP', 'NoiseInjection', 'figure_noise_levels',
+           'RandomizedNetwork', 'default_max_batch', 'rows_per_pass', 'sample_logits', 'label_counts', 'rows_that_fit',
+           'fit_max_batch']
 
 # %% ../nbs/05_noise.ipynb #1d38f519
 import torch
@@ -121,7 +122,8 @@ class RandomizedNetwork(nn.Module):
                  at:str='input', # 'input' (paper, main text) or 'first_layer' (supplementary; authors' default)
                  first_layer_bound:float=1.0, # operator-norm bound imposed on the first layer (at='first_layer')
                  input_hw:tuple|None=None, # input height/width, for the convolution bound (default: the conv's own estimate)
-                 max_batch:int|None=None, # rows per forward pass in `forward_samples` (None: `default_max_batch` of the device)
+                 max_batch:int|None=None, # rows per forward pass in `forward_samples` and `label_counts` (None: `rows_per_pass` chooses)
+                 fit_rows:bool=True, # with max_batch=None on CUDA: size the rows from free GPU memory (`fit_max_batch`)
                 ):
         super().__init__()
         if at not in NOISE_POSITIONS: raise ValueError(f"unknown noise position at={at!r}; valid choices: {', '.join(NOISE_POSITIONS)}")
@@ -130,7 +132,7 @@ class RandomizedNetwork(nn.Module):
         elif not isinstance(noise, NoiseInjection): raise ValueError("noise must be a NoiseInjection, an expfamily distribution or None")
         if not (first_layer_bound > 0): raise ValueError(f"first_layer_bound must be > 0, got {first_layer_bound}")
         self.base, self.noise, self.at = base, noise, at
-        self.first_layer_bound, self.max_batch = float(first_layer_bound), max_batch
+        self.first_layer_bound, self.max_batch, self.fit_rows = float(first_layer_bound), max_batch, bool(fit_rows)
         self._gen, self._draws = None, 1
         if at == 'first_layer':
             layer = _first_layer(base)
@@ -165,6 +167,17 @@ def default_max_batch(device) -> int:
     "Rows per forward pass used when `max_batch` is not given, for `device` (a tensor's device)."
     return DEFAULT_MAX_BATCH.get(torch.device(device).type, 128)
 
+def rows_per_pass(model:nn.Module,
+                  x:torch.Tensor, # the inputs about to be drawn
+                  grad:bool|None=None, # whether the passes keep a graph (None: `torch.is_grad_enabled()`)
+                 ) -> int:
+    """Rows per forward pass when the caller gives none: the model's `max_batch` if set; on CUDA, for a model with
+    `fit_rows`, the rows that fit in free GPU memory (`fit_max_batch`, measured once); else `default_max_batch`."""
+    if getattr(model, 'max_batch', None): return model.max_batch
+    if x.device.type == 'cuda' and getattr(model, 'fit_rows', False):
+        return _fitted_rows(model, x, torch.is_grad_enabled() if grad is None else bool(grad))
+    return default_max_batch(x.device)
+
 
 @patch
 def forward_samples(self:RandomizedNetwork,
@@ -176,7 +189,7 @@ def forward_samples(self:RandomizedNetwork,
     "Logits of `n` independent draws of M(x) for every input: shape (n, B, K)."
     if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be an integer >= 1, got {n!r}")
     B = x.shape[0]
-    if chunk is None: chunk = max(1, (self.max_batch or default_max_batch(x.device)) // max(B, 1))
+    if chunk is None: chunk = max(1, rows_per_pass(self, x) // max(B, 1))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1: raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     outs = []
     for start in range(0, n, chunk):
@@ -194,15 +207,73 @@ def sample_logits(model:nn.Module, x:torch.Tensor, n:int, chunk:int|None=None, g
     return torch.stack([model(x) for _ in range(n)])
 
 def label_counts(model:nn.Module, x:torch.Tensor, n:int, max_batch:int|None=None, generator=None) -> torch.Tensor:
-    "Per-input counts (B, K) of the predicted label over `n` draws, under `torch.inference_mode`."
+    "Per-input counts (B, K) of the predicted label over `n` draws, under `torch.inference_mode` (`max_batch` None: `rows_per_pass`)."
     if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    B = x.shape[0]; c = max(1, (max_batch or default_max_batch(x.device)) // max(B, 1)); counts = None
+    B = x.shape[0]; c = max(1, (max_batch or rows_per_pass(model, x, grad=False)) // max(B, 1)); counts = None
     with torch.inference_mode():
         for s in range(0, n, c):
             z = sample_logits(model, x, min(c, n - s), chunk=c, generator=generator)
             oh = F.one_hot(z.argmax(-1), z.shape[-1]).sum(0)
             counts = oh if counts is None else counts + oh
     return counts
+
+# %% ../nbs/05_noise.ipynb #bcde2b6d
+FIT_MAX_BATCH_CAP = 8192   # most rows per pass that `fit_max_batch` returns (a WRN-28-10 block: 8192 x 160 x 32 x 32 < 2^31 elements)
+
+def rows_that_fit(free_bytes:float, # memory available for the pass
+                  bytes_per_row:float, # peak memory one row of the pass needs (> 0)
+                  fraction:float=0.5, # share of `free_bytes` the pass may use
+                  floor:int=1, # fewest rows returned, whatever fits
+                  cap:int|None=None, # most rows returned (None: no limit)
+                 ) -> int:
+    "The largest power of two of rows that fits in `fraction` of `free_bytes`, clamped to `[floor, cap]`."
+    if not (bytes_per_row > 0 and math.isfinite(bytes_per_row)): raise ValueError(f"bytes_per_row must be a finite number > 0, got {bytes_per_row!r}")
+    if not (free_bytes >= 0 and math.isfinite(free_bytes)): raise ValueError(f"free_bytes must be a finite number >= 0, got {free_bytes!r}")
+    if not 0 < fraction <= 1: raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if floor < 1 or (cap is not None and cap < floor): raise ValueError(f"need 1 <= floor <= cap, got floor={floor!r}, cap={cap!r}")
+    n = int(fraction * free_bytes // bytes_per_row)
+    rows = max(floor, 1 << (n.bit_length() - 1) if n >= 1 else 0)
+    return rows if cap is None else min(rows, cap)
+
+# %% ../nbs/05_noise.ipynb #e9a2ce56
+def fit_max_batch(model:nn.Module, # the network to be drawn (a `RandomizedNetwork` or any module)
+                  x:torch.Tensor, # a batch of inputs like the ones to be drawn
+                  device=None, # whose memory is measured (None: `x.device`)
+                  fraction:float=0.5, # share of the free GPU memory one pass may use
+                  cap:int=FIT_MAX_BATCH_CAP, # most rows returned
+                  grad:bool=False, # measure a pass that also computes the gradient w.r.t. the input (EoT attacks)
+                 ) -> int:
+    "Rows per forward pass that fit in `fraction` of free CUDA memory (a power of two in `[default_max_batch, cap]`); elsewhere `default_max_batch`."
+    device = torch.device(device) if device is not None else x.device
+    floor = default_max_batch(device)
+    if device.type != 'cuda': return floor
+    rows, bufs = floor, [b.detach().clone() for b in model.buffers()]
+    kw = {'generator': torch.Generator(device=x.device).manual_seed(0)} if isinstance(model, RandomizedNetwork) else {}
+    with torch.random.fork_rng(devices=[device] if torch.cuda.is_available() else []):
+        torch.cuda.synchronize(device); base = torch.cuda.memory_allocated(device); torch.cuda.reset_peak_memory_stats(device)
+        with torch.inference_mode(False), torch.set_grad_enabled(grad):
+            xr = x.detach()[torch.arange(rows, device=x.device) % x.shape[0]].clone()
+            if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                xr = xr.contiguous(memory_format=torch.channels_last)
+            if grad: xr.requires_grad_(True); torch.autograd.grad(model(xr, **kw).float().sum(), xr)
+            else: model(xr, **kw)
+        torch.cuda.synchronize(device); peak = torch.cuda.max_memory_allocated(device)
+    with torch.no_grad():
+        for b, v in zip(model.buffers(), bufs): b.copy_(v)
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)   # cached by PyTorch, unused
+    return rows_that_fit(free, max(peak - base, 1) / rows, fraction, floor, max(cap, floor))
+
+def _autocast_dtype(device_type:str):
+    try: return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except (AttributeError, TypeError): return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None   # torch < 2.4
+
+def _fitted_rows(model:nn.Module, x:torch.Tensor, grad:bool) -> int:
+    "`fit_max_batch(model, x)`, measured once per device, grad and train/eval mode, row shape, dtype and autocast dtype."
+    key = (str(x.device), grad, model.training, tuple(x.shape[1:]), x.dtype, _autocast_dtype(x.device.type))
+    memo = model.__dict__.setdefault('_fitted_rows', {})
+    if key not in memo: memo[key] = fit_max_batch(model, x, grad=grad)
+    return memo[key]
 
 # %% ../nbs/05_noise.ipynb #1c52648f
 @patch

@@ -5,6 +5,7 @@
 # %% ../nbs/08_training.ipynb #f6036846
 from __future__ import annotations
 import csv, io, json, math, os, shutil, socket, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 try: import fcntl
@@ -15,8 +16,8 @@ __all__ = ['PAPER_LR_VALUES', 'PAPER_LR_FRACTIONS', 'RECIPES', 'FAST_RECIPE', 'F
            'FAST_BIAS_SCALE', 'FAST_LOOKAHEAD_EVERY', 'FAST_LOOKAHEAD_DECAY', 'FAST_STEM_BIAS_EPOCHS', 'LOG_FIELDS',
            'TrainConfig', 'madry_config', 'piecewise_lr', 'fast_config', 'learning_rate', 'build_network',
            'pgd_linf_train', 'accuracy', 'TrainResult', 'make_optimizer', 'fit_stem', 'Lookahead', 'OneProcess',
-           'TrainState', 'setup_training', 'save_checkpoint', 'restore_checkpoint', 'train_step', 'end_epoch', 'train',
-           'FileLock', 'model_key', 'get_model']
+           'TrainState', 'setup_training', 'save_checkpoint', 'restore_checkpoint', 'train_step', 'end_epoch',
+           'compile_problem', 'fast_kernels', 'train', 'FileLock', 'model_key', 'get_model']
 
 # %% ../nbs/08_training.ipynb #f90fe3b0
 import torch
@@ -248,7 +249,7 @@ class TrainState:
     config:TrainConfig
     device:torch.device
     net:RandomizedNetwork # the network being trained (this process's copy)
-    model:nn.Module # what the training step calls: `net`, or its data-parallel wrapper
+    model:nn.Module # what the training step calls: `net`, or its data-parallel wrapper (compiled inside `fast_kernels(compile=True)`)
     opt:torch.optim.SGD
     scaler:torch.amp.GradScaler
     look:Lookahead|None # the fast recipe's lookahead
@@ -358,6 +359,37 @@ def end_epoch(s:TrainState, lr:float, ex:ImageData|None, run_dir:Path|None) -> d
     if run_dir and s.par.main: _write_log(run_dir/'train_log.csv', s.history)
     return row
 
+# %% ../nbs/08_training.ipynb #fee58aad
+def compile_problem(device:torch.device) -> str|None:
+    "Why `torch.compile` cannot train on `device` here, or None when nothing it needs is missing."
+    try:
+        import torch._dynamo
+        if not torch._dynamo.is_dynamo_supported(): return "torch.compile does not support this Python version or platform"
+    except Exception as e: return f"torch.compile is unavailable ({e})"
+    if device.type == 'cuda':
+        from torch.utils._triton import has_triton
+        return None if has_triton() else "torch.compile on CUDA needs Triton (pip install triton)"
+    if device.type == 'cpu':
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+            get_cpp_compiler(); return None
+        except Exception: return "torch.compile on a CPU needs a C++ compiler (g++ or clang++ on PATH, or $CXX)"
+    return f"torch.compile is not set up for {device.type} devices here"
+
+@contextmanager
+def fast_kernels(s:TrainState, # the run (only `s.model` and `s.device` are used)
+                 compile:bool=False, # `torch.compile` `s.model` (warn and stay eager where `compile_problem` objects)
+                ):
+    "For the training loop: cuDNN autotuning on CUDA unless determinism was asked for, and optionally a compiled `s.model`; both undone on exit."
+    plain, bench = s.model, torch.backends.cudnn.benchmark
+    if s.device.type == 'cuda' and not torch.are_deterministic_algorithms_enabled(): torch.backends.cudnn.benchmark = True
+    if compile:
+        why = compile_problem(s.device)
+        if why: warnings.warn(f"compile=True ignored, training eagerly: {why}")
+        else: s.model = torch.compile(plain)
+    try: yield s
+    finally: s.model, torch.backends.cudnn.benchmark = plain, bench
+
 # %% ../nbs/08_training.ipynb #2ca6ba50
 def train(config:TrainConfig,
           train_data:ImageData|FolderData, # training images: in memory, or a streamed image folder (ImageNet)
@@ -373,6 +405,7 @@ def train(config:TrainConfig,
           progress:bool=True, # tqdm progress bar with ETA
           num_workers:int|None=None, # decoding workers for a streamed image folder (ignored for in-memory data)
           parallel:OneProcess|None=None, # data-parallel hooks (`distributed.TorchDDP`); None: this process alone
+          compile:bool=False, # torch.compile the network for training; off by default until measured on a GPU
          ) -> TrainResult:
     "Train the randomized network of `config` on `train_data`, resumably: set up, restore, then steps and epoch ends."
     t0 = time.time()
@@ -384,19 +417,20 @@ def train(config:TrainConfig,
     bar = tqdm(total=s.total, initial=s.step, disable=not (progress and s.par.main), mininterval=5, dynamic_ncols=True,
                desc=f"train {config.arch} {config.dist} sd={config.sd}")
     s.model.train(); it = None; status = 'finished'
-    while s.step < s.total:
-        epoch, k = divmod(s.step, s.spe)
-        if it is None or k == 0: it = iter(s.batches.epoch(epoch, seed=config.seed, start=k))
-        lr = train_step(s, *next(it)); bar.update(1)
-        if s.step % s.spe == 0:
-            row = end_epoch(s, lr, ex, run_dir)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
-                            test=f"{row['test_acc']:.3f}" if row['test_acc'] is not None else '-')
-            save_checkpoint(s, ckpt)
-        elif ckpt_every_steps and s.step % ckpt_every_steps == 0: save_checkpoint(s, ckpt)
-        if stop_after_steps is not None and stop_after_steps <= s.step < s.total:
-            if s.step % s.spe: save_checkpoint(s, ckpt)
-            status = 'interrupted'; break
+    with fast_kernels(s, compile):                        # cuDNN autotuning on CUDA; the compiled step if asked for
+        while s.step < s.total:
+            epoch, k = divmod(s.step, s.spe)
+            if it is None or k == 0: it = iter(s.batches.epoch(epoch, seed=config.seed, start=k))
+            lr = train_step(s, *next(it)); bar.update(1)
+            if s.step % s.spe == 0:
+                row = end_epoch(s, lr, ex, run_dir)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
+                                test=f"{row['test_acc']:.3f}" if row['test_acc'] is not None else '-')
+                save_checkpoint(s, ckpt)
+            elif ckpt_every_steps and s.step % ckpt_every_steps == 0: save_checkpoint(s, ckpt)
+            if stop_after_steps is not None and stop_after_steps <= s.step < s.total:
+                if s.step % s.spe: save_checkpoint(s, ckpt)
+                status = 'interrupted'; break
     bar.close()
     s.model.eval(); net = s.par.unwrap(s.model).eval()
     return TrainResult(net, config, s.history, run_dir, status, s.step, time.time() - t0, s.prev_time + time.time() - t0,
@@ -465,7 +499,7 @@ def get_model(config:TrainConfig,
               retrain:bool=False, # ignore a cached model
               parallel:OneProcess|None=None, # data-parallel hooks (`distributed.TorchDDP`); None: this process alone
               lock_poll_s:float=2.0, # how often a process waiting for another's training looks again
-              **train_kw, # passed on to `train`
+              **train_kw, # passed on to `train` (`compile`, `amp`, ...: how to train, so not part of the cache key)
              ) -> TrainResult:
     "The trained model of `config`: loaded from the cache if it is there, else trained (resumably, by one process at a time) and stored."
     par, device = parallel or OneProcess(), get_device(device)

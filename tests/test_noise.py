@@ -266,3 +266,120 @@ def test_label_counts_rejects_n_below_one():
     rn = RandomizedNetwork(tiny_base(), NoiseInjection('gaussian', 0.1)).eval()
     for bad in (0, -3):
         with pytest.raises(ValueError, match='n must'): label_counts(rn, torch.zeros(2, 3, 8, 8), bad)
+
+
+# ---------------------------------------------------------------- rows per pass sized by GPU memory
+
+from unittest import mock
+
+import randsmooth_nb.noise as noise
+from randsmooth_nb.noise import DEFAULT_MAX_BATCH, default_max_batch, fit_max_batch, rows_per_pass, rows_that_fit
+
+MiB, GiB = 2**20, 2**30
+
+
+@settings(max_examples=200, deadline=None)
+@given(free=st.integers(0, 200 * GiB), per_row=st.floats(1.0, 4.0 * GiB), fraction=st.floats(0.01, 1.0),
+       floor=st.sampled_from([1, 128, 512]), cap=st.one_of(st.none(), st.sampled_from([512, 1000, 8192])))
+def test_rows_that_fit_is_the_largest_power_of_two_that_fits(free, per_row, fraction, floor, cap):
+    r = rows_that_fit(free, per_row, fraction, floor, cap)
+    budget, tol = fraction * free, 1e-12
+    assert floor <= r and (cap is None or r <= cap)
+    if r == floor: assert cap == floor or 2 * floor * per_row > budget * (1 - tol)   # else twice the floor would be taken
+    elif r == cap: assert cap * per_row <= budget * (1 + tol)             # the cap is reached only when it fits
+    else:
+        assert r & (r - 1) == 0                                            # a power of two ...
+        assert r * per_row <= budget * (1 + tol) < 2 * r * per_row * (1 + tol)   # ... the largest that fits
+
+
+def test_rows_that_fit_examples_and_errors():
+    assert rows_that_fit(40 * GiB, 10 * MiB, 0.5, 512, 8192) == 2048
+    assert rows_that_fit(40 * GiB, 1 * MiB, 0.5, 512, 8192) == 8192
+    assert rows_that_fit(1 * GiB, 10 * MiB, 0.5, 512, 8192) == 512
+    assert rows_that_fit(3 * 2**20, 1.0, 1.0) == 2**21
+    for kw, msg in [(dict(bytes_per_row=0), 'bytes_per_row'), (dict(bytes_per_row=float('nan')), 'bytes_per_row'),
+                    (dict(free_bytes=-1), 'free_bytes'), (dict(fraction=0), 'fraction'), (dict(fraction=1.01), 'fraction'),
+                    (dict(floor=0), 'floor'), (dict(floor=64, cap=32), 'floor <= cap')]:
+        with pytest.raises(ValueError, match=msg): rows_that_fit(**{**dict(free_bytes=GiB, bytes_per_row=MiB), **kw})
+
+
+class Exploding(nn.Module):
+    def forward(self, x, **kw): raise AssertionError('a CPU must not run a probe')
+
+
+def test_cpu_and_mps_rows_are_the_fixed_defaults():
+    x = torch.zeros(3, 3, 8, 8)
+    assert fit_max_batch(Exploding(), x) == DEFAULT_MAX_BATCH['cpu'] == 128
+    assert fit_max_batch(Exploding(), x, device='mps') == 512
+    rn = RandomizedNetwork(tiny_base(), NoiseInjection('gaussian', 0.5)).eval()
+    assert rn.fit_rows and rows_per_pass(rn, x) == rows_per_pass(rn, x, grad=True) == default_max_batch('cpu')
+    assert rows_per_pass(RandomizedNetwork(tiny_base(), max_batch=40), x) == 40
+    assert rows_per_pass(tiny_base(), x) == 128
+    assert '_fitted_rows' not in rn.__dict__                       # nothing measured, nothing remembered
+
+
+def test_cpu_draws_are_unchanged():
+    "With max_batch=None the CPU chunks are the old ones (128 rows): same draws as the explicit chunk, bit for bit."
+    rn = RandomizedNetwork(tiny_base(), NoiseInjection('laplace', 0.5)).eval()
+    x = torch.rand(7, 3, 8, 8) * 2 - 1
+    with torch.no_grad():
+        a = rn.forward_samples(x, 100, generator=torch.Generator().manual_seed(0))
+        b = rn.forward_samples(x, 100, chunk=128 // 7, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    g = lambda: torch.Generator().manual_seed(1)
+    assert torch.equal(label_counts(rn, x, 300, generator=g()), label_counts(rn, x, 300, max_batch=128, generator=g()))
+
+
+def fake_cuda(free, per_row, rows=512, base=100 * MiB, cached=0):
+    "torch.cuda's memory functions as a GPU with `free` bytes would answer, each of the probe's `rows` rows costing `per_row` bytes."
+    calls = []
+    return calls, mock.patch.multiple(
+        torch.cuda, synchronize=lambda d=None: calls.append('sync'), reset_peak_memory_stats=lambda d=None: calls.append('reset'),
+        memory_allocated=lambda d=None: base, max_memory_allocated=lambda d=None: base + rows * per_row,
+        memory_reserved=lambda d=None: base + cached, mem_get_info=lambda d=None: (free, 141 * GiB))
+
+
+@pytest.mark.parametrize('free,per_row,cached,kw,expect', [
+    (120 * GiB, 4 * MiB, 0, {}, 8192),                               # 15360 rows fit: the cap
+    (120 * GiB, 40 * MiB, 0, {}, 1024),                              # 1536 fit
+    (120 * GiB, 40 * MiB, 0, dict(fraction=0.9), 2048),              # 2764 fit
+    (16 * GiB, 40 * MiB, 4 * GiB, {}, 512),                          # 256 fit (cache counted as free): the floor
+    (120 * GiB, 4 * MiB, 0, dict(cap=2048), 2048),
+    (120 * GiB, 4 * MiB, 0, dict(cap=100), 512),                     # a cap below the floor: the floor
+])
+def test_fit_max_batch_arithmetic_with_a_fake_gpu(free, per_row, cached, kw, expect):
+    rn = RandomizedNetwork(tiny_base(), NoiseInjection('gaussian', 0.5)).eval()
+    calls, fake = fake_cuda(free, per_row, cached=cached)
+    with fake: assert fit_max_batch(rn, torch.rand(3, 3, 8, 8), device='cuda', **kw) == expect
+    assert calls[:2] == ['sync', 'reset'] and calls.count('sync') == 2
+
+
+@pytest.mark.parametrize('grad', [False, True])
+def test_fit_probe_leaves_rng_buffers_and_gradients_alone(grad):
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(), nn.LazyLinear(5))
+    rn = RandomizedNetwork(base, NoiseInjection('gaussian', 0.5)); rn(torch.zeros(2, 3, 8, 8)); rn.train()
+    seen = []
+    rn.register_forward_hook(lambda m, i, o: seen.append((o.shape[0], torch.is_grad_enabled(), i[0].requires_grad)))
+    before = [b.clone() for b in rn.buffers()]
+    with torch.inference_mode(): x = torch.rand(3, 3, 8, 8)                # inputs made under inference mode, as in label_counts
+    state = torch.get_rng_state()
+    _, fake = fake_cuda(40 * GiB, 10 * MiB)
+    with fake, torch.inference_mode(): rows = fit_max_batch(rn, x, device='cuda', grad=grad)
+    assert rows == 2048 and seen == [(512, grad, grad)]            # one probe of the floor's 512 rows, with a graph iff grad
+    assert torch.equal(torch.get_rng_state(), state)               # global random state restored
+    assert all(torch.equal(a, b) for a, b in zip(before, rn.buffers()))   # batch-norm statistics restored
+    assert all(p.grad is None for p in rn.parameters())            # only the input gradient was computed
+
+
+def test_fitted_rows_are_measured_once_per_kind_of_pass(monkeypatch):
+    asked = []
+    def stub(model, x, grad=False, **kw):
+        asked.append((tuple(x.shape[1:]), grad)); return 4096 if grad else 16384
+    monkeypatch.setattr(noise, 'fit_max_batch', stub)
+    rn = RandomizedNetwork(tiny_base(), NoiseInjection('gaussian', 0.5)).eval()
+    x = torch.rand(3, 3, 8, 8)
+    assert [noise._fitted_rows(rn, x, g) for g in (False, False, True, True)] == [16384, 16384, 4096, 4096]
+    assert noise._fitted_rows(rn, torch.rand(5, 3, 16, 16), False) == 16384      # another image size: measured again
+    assert asked == [((3, 8, 8), False), ((3, 8, 8), True), ((3, 16, 16), False)]
+    rn.train(); noise._fitted_rows(rn, x, False); assert len(asked) == 4        # train mode: measured again

@@ -268,3 +268,93 @@ def test_cuda_request_falls_back_to_cpu(small_data):
         res = train(tiny_config(epochs=1, batch_size=100), *small_data, device='cuda', progress=False)
     assert next(res.model.parameters()).device.type == 'cpu'
     with pytest.raises(ValueError, match='cpu, cuda, mps'): get_device('tpu')
+
+
+# ---------------------------------------------------------------- GPU speed-ups (cuDNN autotuning, torch.compile)
+
+from types import SimpleNamespace
+import warnings
+
+from torch import nn
+
+import randsmooth_nb.training as training
+from randsmooth_nb.noise import RandomizedNetwork
+from randsmooth_nb.training import compile_problem, fast_kernels
+
+
+@pytest.fixture
+def cudnn_flags():
+    "Leave cudnn.benchmark and the deterministic-algorithms switch as they were."
+    bench, det = torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()
+    torch.backends.cudnn.benchmark = False
+    yield
+    torch.backends.cudnn.benchmark = bench; torch.use_deterministic_algorithms(det)
+
+
+@pytest.mark.parametrize('dev,det,inside', [('cpu', False, False), ('mps', False, False), ('cuda', False, True), ('cuda', True, False)])
+def test_fast_kernels_sets_cudnn_benchmark_only_on_cuda_without_determinism(cudnn_flags, dev, det, inside):
+    torch.use_deterministic_algorithms(det)
+    lin = nn.Linear(2, 2)
+    with fast_kernels(SimpleNamespace(model=lin, device=torch.device(dev))) as s:
+        assert torch.backends.cudnn.benchmark is inside and s.model is lin
+    assert torch.backends.cudnn.benchmark is False
+    torch.backends.cudnn.benchmark = True                          # a caller's True survives too
+    with fast_kernels(SimpleNamespace(model=lin, device=torch.device(dev))): pass
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_fast_kernels_restores_after_an_error(cudnn_flags, monkeypatch):
+    lin, calls = nn.Linear(2, 2), []
+    monkeypatch.setattr(training, 'compile_problem', lambda d: None)           # as on a CUDA machine with Triton
+    monkeypatch.setattr(torch, 'compile', lambda m: calls.append(m) or SimpleNamespace(compiled=m))
+    s = SimpleNamespace(model=lin, device=torch.device('cuda'))
+    with pytest.raises(RuntimeError, match='step failed'):
+        with fast_kernels(s, compile=True):
+            assert s.model.compiled is lin and torch.backends.cudnn.benchmark
+            raise RuntimeError('step failed')
+    assert s.model is lin and calls == [lin] and torch.backends.cudnn.benchmark is False
+
+
+def test_compile_problem_names_what_is_missing(monkeypatch):
+    import torch.utils._triton
+    monkeypatch.setattr(torch.utils._triton, 'has_triton', lambda: False)
+    assert 'Triton' in compile_problem(torch.device('cuda'))
+    assert 'mps' in compile_problem(torch.device('mps'))
+    import torch._inductor.cpp_builder as cb
+    def no_compiler(): raise RuntimeError('no g++')
+    monkeypatch.setattr(cb, 'get_cpp_compiler', no_compiler)
+    assert 'C++ compiler' in compile_problem(torch.device('cpu'))
+
+
+def test_compile_unavailable_warns_and_trains_eagerly(small_data, monkeypatch):
+    cfg = tiny_config(sd=0.1, epochs=1, batch_size=50)
+    eager = train(cfg, *small_data, **RUN)
+    monkeypatch.setattr(training, 'compile_problem', lambda d: 'no compiler in this test')
+    with pytest.warns(UserWarning, match='compile=True ignored, training eagerly: no compiler in this test'):
+        res = train(cfg, *small_data, compile=True, **RUN)
+    assert res.status == 'finished'
+    assert_same_weights(res.model, eager.model)                    # eager again: bit for bit the same run
+
+
+def test_compile_is_not_part_of_the_model_cache_key(small_data, tmp_path, monkeypatch):
+    cfg = tiny_config(sd=0.1, epochs=1, batch_size=50)
+    r1 = get_model(cfg, small_data[0], cache_dir=tmp_path, **RUN)
+    monkeypatch.setattr(training, 'train', lambda *a, **k: pytest.fail('a cached model must not be trained again'))
+    r2 = get_model(cfg, small_data[0], cache_dir=tmp_path, compile=True, **RUN)
+    assert (r1.status, r2.status) == ('finished', 'cached') and r1.key == r2.key
+    assert_same_weights(r1.model, r2.model)
+
+
+@pytest.mark.skipif(compile_problem(torch.device('cpu')) is not None,
+                    reason=f"torch.compile cannot run on this CPU: {compile_problem(torch.device('cpu'))}")
+def test_compile_trains_and_returns_the_plain_module(small_data):
+    "torch.compile on the CPU (needs a C++ compiler; about 40 s of compilation on the 2-core machine)."
+    cfg = tiny_config(sd=0.1, epochs=1, batch_size=50)
+    eager = train(cfg, *small_data, **RUN)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='compile=True ignored')   # no silent fall-back to eager here
+        res = train(cfg, *small_data, compile=True, **RUN)
+    assert res.status == 'finished' and type(res.model) is RandomizedNetwork
+    assert list(res.model.state_dict()) == list(eager.model.state_dict())      # no `_orig_mod.` prefix
+    assert math.isfinite(res.history[-1]['train_loss'])
+    assert all(torch.isfinite(v).all() for v in res.model.state_dict().values() if v.is_floating_point())
