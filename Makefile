@@ -90,3 +90,4 @@ bench: install
 	$(PY) benchmarks/mc_predict.py
 	$(PY) benchmarks/apgd.py
 	$(PY) benchmarks/min_norm.py
+	$(PY) benchmarks/eot_grouping.py

@@ -57,16 +57,31 @@ def eot_loss_grad(model, x, y, eot:int, max_batch:int|None=None, generator=None,
         loss += l.detach().sum(0) / eot; grad += g
     return loss, grad
 
+# %% ../nbs/09_attacks.ipynb #353ef153
+def _eot_grouped(model, x, eot:int, objective, group:int, precision:str='fp32'):
+    "`eot_mean_logits_grad` for `group` inputs at a time, each group's `eot` draws in one pass (no replay)."
+    B, zs, grads = x.shape[0], [], []
+    for s in range(0, B, group):
+        xr = x[s:s + group].detach().requires_grad_(True)
+        with _amp(precision, x): zg = _wide(sample_logits(model, _fast(xr), eot, eot)).mean(0)
+        full = torch.cat([zg.detach().new_zeros(s, zg.shape[1]), zg, zg.detach().new_zeros(B - s - len(zg), zg.shape[1])])
+        g, = torch.autograd.grad(objective(full)[s:s + group].sum(), xr)   # per-input objective: only the group's rows
+        zs.append(zg.detach()); grads.append(g)
+    z = torch.cat(zs)
+    return z, objective(z).detach(), torch.cat(grads)
+
 def eot_mean_logits_grad(model, x, eot:int, objective, max_batch:int|None=None, generator=None, precision:str='fp32'):
     """Mean logits over `eot` draws, `objective(mean_logits)` (one value per input) and its gradient w.r.t. `x`.
-    Uses one pass when the draws fit in one chunk, else two passes with the noise replayed."""
-    B = x.shape[0]; c_max = _per_pass(model, max_batch, x)
+    One pass when all draws fit in `max_batch` rows (None: `rows_per_pass`); else, without a `generator`, groups of
+    inputs whose draws fit in one pass; else two passes with the noise replayed."""
+    B = x.shape[0]; rows = max_batch or rows_per_pass(model, x, grad=True); c_max = max(1, rows // max(B, 1))
     if eot <= c_max or not hasattr(model, 'forward_samples'):
         xr = x.detach().requires_grad_(True)
         with _amp(precision, x): z = _wide(sample_logits(model, _fast(xr), eot, eot, generator)).mean(0)
         val = objective(z)
         g, = torch.autograd.grad(val.sum(), xr)
         return z.detach(), val.detach(), g
+    if generator is None and eot <= rows: return _eot_grouped(model, x, eot, objective, rows // eot, precision)
     if generator is None:
         generator = torch.Generator(device=x.device)
         generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))

@@ -150,7 +150,7 @@ def attack_passes(a:dict, # attack settings, as `Experiment.attack` / `apgd` mak
     if kind == 'apgd': return Passes(attack=(a['steps'] + 1) * eot * a.get('n_restarts', 1) * n)
     if kind in ('cw', 'ead'):
         it, mb = a['steps'] * a['binary_search_steps'], default_max_batch(device)
-        replayed = sum(b for b in _batches(n, batch) if eot > max(1, mb // b))   # mean logits first formed without gradients
+        replayed = n if eot > mb else 0   # one input's draws exceed a pass: mean logits first formed without gradients (else grouped)
         return Passes(attack=it * eot * n, forward=it * eot * (replayed + (n if kind == 'ead' else 0)))
     raise ValueError(f"unknown attack kind {kind!r}; valid choices: pgd, apgd, cw, ead")
 

@@ -378,3 +378,24 @@ def test_bf16_minimum_norm_examples_are_confirmed_in_fp32(det, eval_xy, cls, p):
         assert torch.allclose(atk.last_norms[found], d[found], rtol=1e-4), prec
         runs[prec] = ok.double().mean().item()
     assert runs['bf16'] >= runs['fp32'] - 0.025 and runs['fp32'] >= 0.9, runs
+
+
+@settings(max_examples=15, deadline=None)
+@given(eot=st.integers(2, 8), B=st.integers(2, 5), per=st.integers(1, 3), at=st.sampled_from(['input', 'first_layer']),
+       seed=st.integers(0, 1000))
+def test_eot_mean_logits_grad_grouped_is_brute_force_per_group(eot, B, per, at, seed):
+    "No generator, `per` inputs' draws per pass (< B): each group is the brute-force mean-logit gradient on its own draws."
+    model = small_net(0.3, 'gaussian', at)
+    x, y = small_batch(seed, B)
+    obj_all = lambda z: 2.5 * margin(z, y) + z.logsumexp(1)
+    torch.manual_seed(seed)
+    z, val, g = eot_mean_logits_grad(model, x, eot, obj_all, max_batch=per * eot)
+    torch.manual_seed(seed)
+    for s in range(0, B, per):
+        xr = x[s:s + per].clone().requires_grad_(True)
+        zs = model.forward_samples(xr, eot, chunk=eot).float().mean(0)     # the group's draws, in the order drawn
+        vs = 2.5 * margin(zs, y[s:s + per]) + zs.logsumexp(1)
+        gs, = torch.autograd.grad(vs.sum(), xr)
+        torch.testing.assert_close(z[s:s + per], zs.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(val[s:s + per], vs.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(g[s:s + per], gs, rtol=1e-4, atol=1e-5)

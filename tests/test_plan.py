@@ -61,9 +61,11 @@ def test_hand_count_smoke_cifar100(smoke_data, tmp_path):
 
 def test_replayed_draws_depend_on_the_rows_per_pass():
     cw = stand_in('exp_table1', 'paper', 10).attack('cw')           # 9 x 60, EoT 80
-    assert attack_passes(cw, 1000, 100, 'cpu') == Passes(attack=43_200_000, forward=43_200_000)
+    assert attack_passes(cw, 1000, 100, 'cpu') == Passes(attack=43_200_000, forward=0)   # grouped: 80 draws fit 128 rows
     assert attack_passes(dict(cw, eot=4), 1000, 100, 'cuda').forward == 0       # 512 // 100 = 5 draws fit a pass
-    assert attack_passes(dict(cw, eot=4), 1000, 100, 'cpu').forward == 9 * 60 * 4 * 1000
+    assert attack_passes(dict(cw, eot=200), 1000, 100, 'cpu').forward == 9 * 60 * 200 * 1000   # one input's draws > 128 rows
+    assert attack_passes(dict(cw, eot=200), 1000, 100, 'cuda').forward == 0     # ... but not > 512
+    assert attack_passes(dict(cw, eot=600), 1000, 100, 'cuda').forward == 9 * 60 * 600 * 1000
 
 
 def test_shared_models_are_counted_once(smoke_data, tmp_path):
