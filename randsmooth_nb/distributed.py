@@ -151,6 +151,7 @@ def parse_args(argv:list|None=None) -> argparse.Namespace:
     a('--stop-after-steps', type=_positive, default=None); a('--ckpt-every-steps', type=_positive, default=None)
     a('--eval-size', type=_positive, default=1000); a('--num-workers', type=int, default=None)
     a('--no-amp', action='store_true'); a('--no-channels-last', action='store_true'); a('--retrain', action='store_true')
+    a('--compile', action='store_true', help='torch.compile the network (training.train(compile=True); eager with a warning where it cannot; see benchmarks/README.md)')
     a('--quiet', action='store_true', help='no progress bar'); a('--timeout-min', type=float, default=60.0, help='collective timeout')
     a('--lock-poll-s', type=float, default=2.0, help='how often to look again while another process trains this model')
     args = p.parse_args(argv)
@@ -205,7 +206,7 @@ def train_one(args:argparse.Namespace, par:OneProcess, device:torch.device) -> T
     return get_model(cfg, tr, te, cache_dir=ex.cache_dir, device=device, parallel=par, retrain=args.retrain,
                      progress=not args.quiet, amp=not args.no_amp, channels_last=not args.no_channels_last,
                      ckpt_every_steps=args.ckpt_every_steps, stop_after_steps=args.stop_after_steps,
-                     eval_size=args.eval_size, num_workers=args.num_workers, lock_poll_s=args.lock_poll_s)
+                     eval_size=args.eval_size, num_workers=args.num_workers, lock_poll_s=args.lock_poll_s, compile=args.compile)
 
 def main(argv:list|None=None) -> int:
     "`randsmooth-train`: train one configuration into the model cache; data-parallel under `torchrun`."

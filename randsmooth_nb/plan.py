@@ -137,6 +137,11 @@ class Passes:
     @property
     def total(self) -> int: return self.train + self.attack + self.forward
 
+def _planned_precision(value:str, device:str) -> str:
+    "`experiments.attack_precision` on `device`; a CUDA device planned from elsewhere (not here) is assumed to support bf16."
+    if value == 'auto' and torch.device(device).type == 'cuda' and not torch.cuda.is_available(): return 'bf16'
+    return attack_precision(value, device)
+
 def _batches(n:int, bs:int) -> list: return [min(bs, n - i) for i in range(0, n, bs)]
 
 def attack_passes(a:dict, # attack settings, as `Experiment.attack` / `apgd` make them
@@ -173,7 +178,7 @@ class Work:
             if d.train_n is None: p = Passes(forward=fwd, unknown=(f"training on {d.label}: its size is unknown",))
             else: p = Passes(train=c.epochs * (min(c.train_size or d.train_n, d.train_n) // c.batch_size) * c.batch_size * (1 + c.adv_steps), forward=fwd)
             label = 'madry' if madry else ('none' if sd == 0 else f"{dist}-{sd}" + ('' if at == 'input' else f"-{at}"))
-            ab, prec = self.cfg['attack_batch'], attack_precision(self.cfg.get('attack_precision', 'fp32'), self.device)
+            ab, prec = self.cfg['attack_batch'], _planned_precision(self.cfg.get('attack_precision', 'fp32'), self.device)
             self.models[key] = dict(label=label, config=c, passes=p, noisy=c.sd > 0, data=d, attack_batch=ab, attack_precision=prec,
                                     spec=spec_key(c, d.image_hw, ab, prec))
         return key
@@ -546,7 +551,7 @@ def plan(preset:str='quick', # paper | quick | smoke
          overrides:dict|None=None, # notebook parameters (e.g. {'eot': 40}), for the notebooks that take them
          data_dir:str='', cifar100_dir:str='', imagenet_dir:str='', # as for randsmooth-reproduce ('' = the cache)
          cache_dir:str='', # cache root ('' = $RANDSMOOTH_CACHE or ~/.cache/randsmooth)
-         device:str='', # '' = CUDA when available, else CPU: where the hours are for
+         device:str='', # '' = CUDA when available, else CPU: where the hours are for (with a `calibration` dict, need not be here)
          calibration=True, # True: measure now; a dict from `calibrate` (e.g. measured on a GPU); None or False: passes only
          budget_s:float=24., # seconds for the calibration on a CPU, roughly
          threads:int|None=None, # torch threads while calibrating (None: as they are)
@@ -557,7 +562,9 @@ def plan(preset:str='quick', # paper | quick | smoke
     bad = [n for n in only or [] if n not in NOTEBOOKS]
     if bad: raise ValueError(f"unknown notebook(s) {', '.join(map(repr, bad))}; valid choices: {', '.join(NOTEBOOKS)}")
     overrides = check_overrides(overrides)
-    dev, order = get_device(device or None), [n for n in NOTEBOOKS if n in (only or NOTEBOOKS)]
+    given = isinstance(calibration, dict) and bool(device)   # hours for a device measured elsewhere: nothing runs on it here
+    dev = torch.device(device) if given else get_device(device or None)
+    order = [n for n in NOTEBOOKS if n in (only or NOTEBOOKS)]
     dirs, data, memo = {'exp_cifar100': cifar100_dir, 'exp_imagenet': imagenet_dir}, {}, {}
     for nb in order:
         cfg, _ = notebook_settings(nb, preset, overrides); dd = dirs.get(nb, data_dir)
@@ -574,4 +581,4 @@ def plan(preset:str='quick', # paper | quick | smoke
         r['unknown'] = list(sum(r['passes'].values(), Passes()).unknown) + left
         why = requirement(r['notebook'], preset, c100, imagenet_dir, dev.type)
         r['note'] = f"skipped here by randsmooth-reproduce: {why.split(': ')[0]}" if why else ''
-    return Plan(preset, hardware_label(dev), rows, cal)
+    return Plan(preset, cal.get('hardware', dev.type) if given else hardware_label(dev), rows, cal)

@@ -169,6 +169,17 @@ def test_bad_input(tmp_path, capsys):
     with pytest.raises(RuntimeError, match='torchrun'): TorchDDP('cpu')
 
 
+def test_compile_flag_reaches_train(tmp_path, monkeypatch):
+    "`--compile` is passed on to `get_model` (hence `train(compile=True)`); without it, eager."
+    import randsmooth_nb.distributed as D
+    seen = []
+    monkeypatch.setattr(D, 'get_model', lambda *a, **kw: seen.append(kw.get('compile')))
+    for extra, want in (([], False), (['--compile'], True)):
+        args = D.parse_args(['--preset', 'smoke', '--cache-dir', str(tmp_path)] + extra)
+        D.train_one(args, OneProcess(), torch.device('cpu'))
+        assert seen[-1] is want
+
+
 # ---------------------------------------------------------------- the lock
 
 def test_concurrent_get_model_trains_once(small_cfg_data, tmp_path):

@@ -153,3 +153,17 @@ def test_bad_input_names_the_valid_choices(capsys):
     assert main(['--preset', 'huge', '--plan']) == 2
     assert "invalid choice: 'huge'" in capsys.readouterr().err
     assert main(['--preset', 'smoke', '--plan', '--plan-budget', '-1']) == 2
+
+
+def test_a_gpu_calibration_plans_a_gpu_from_a_cpu(smoke_data, tmp_path, recwarn):
+    "With a calibration dict measured elsewhere, `device='cuda'` is planned as CUDA here: its precision, its rows, its label."
+    rows = count('smoke', ['exp_table1'], data=smoke_data, device='cuda', cache_dir=str(tmp_path))
+    specs = {m['spec'] for r in rows for m in r['models']}
+    cal = {'device': 'cuda', 'hardware': 'GPU: Test (x1)', 'specs': {s: dict(train_s=1.0, attack_s=1.0, forward_s=1.0) for s in specs}}
+    p = plan('smoke', ['exp_table1'], device='cuda', calibration=cal, cache_dir=str(tmp_path))
+    assert p.device == 'GPU: Test (x1)' and not [w for w in recwarn if 'falling back' in str(w.message)]
+    t = totals(rows[0])
+    assert p.rows[0]['unknown'] == [] and p.rows[0]['hours'] == pytest.approx((t.train + t.attack + t.forward) / 3600)
+    from randsmooth_nb.plan import _planned_precision
+    assert _planned_precision('auto', 'cpu') == 'fp32' and _planned_precision('fp32', 'cuda') == 'fp32'
+    if not torch.cuda.is_available(): assert _planned_precision('auto', 'cuda') == 'bf16'   # assumed for the absent GPU
