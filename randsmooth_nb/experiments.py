@@ -10,9 +10,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'ATTACK_PRECISIONS', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'PAPER', 'NOTEBOOK_DATASET',
-           'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'attack_precision', 'Param', 'check_params',
-           'paper_natural', 'write_table', 'save_figure', 'notebook_config', 'Experiment', 'make_attack', 'digest',
-           'figure_accuracy_vs_sd', 'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
+           'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'resolve_precision', 'attack_precision', 'Param',
+           'check_params', 'paper_natural', 'write_table', 'save_figure', 'notebook_config', 'Experiment',
+           'make_attack', 'digest', 'figure_accuracy_vs_sd', 'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii',
+           'figure_min_norm_curves']
 
 # %% ../nbs/12_experiments.ipynb #14e76814
 import numpy as np
@@ -29,13 +30,17 @@ from .attacks import accuracy_under_attack
 PRESET_NAMES = ('paper', 'quick', 'smoke')
 ATTACK_PRECISIONS = ('fp32', 'bf16', 'auto')
 
-def attack_precision(value:str, # a preset's `attack_precision`: 'fp32', 'bf16' or 'auto'
-                     device) -> str:
-    "The precision attacks run in on `device`: 'auto' is bf16 on a CUDA device that supports it, else fp32."
-    if value not in ATTACK_PRECISIONS: raise ValueError(f"unknown attack_precision {value!r}; valid choices: {', '.join(ATTACK_PRECISIONS)}")
+def resolve_precision(value:str, # 'fp32', 'bf16' or 'auto'
+                      device, what:str='precision') -> str:
+    "'fp32' or 'bf16' as given; 'auto' is bf16 on a CUDA device that supports it, else fp32."
+    if value not in ATTACK_PRECISIONS: raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(ATTACK_PRECISIONS)}")
     if value != 'auto': return value
     d = torch.device(device)
     return 'bf16' if d.type == 'cuda' and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'fp32'
+
+def attack_precision(value:str, device) -> str:
+    "The precision attacks run in on `device`, from a preset's `attack_precision` (`resolve_precision`)."
+    return resolve_precision(value, device, 'attack_precision')
 
 PRESETS = {
     'paper': dict(
@@ -46,7 +51,7 @@ PRESETS = {
         sd_grid=(0.01, 0.05, 0.1, 0.2, 0.32, 0.5), bound_sds=(0.1, 0.2, 0.32, 0.5),
         eot_grid=(1, 10, 80, 320), eot_size=500, first_layer_sds=(0.1, 0.32, 0.5),
         apgd_steps=100, apgd_eot=20, sanity_size=200, sanity_eps=(0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0), sanity_radius=0.25,
-        attack_precision='auto'),
+        attack_precision='auto', mc_precision='auto'),
     # quick: the paper's regime on a 2-core CPU (issue 12); every value measured, see the calibration table below
     'quick': dict(
         dataset='cifar10', arch='fast-64-128-128', recipe='fast', dropout=0.0, epochs=10, noisy_epochs=7, batch_size=1024, train_size=None,
@@ -243,6 +248,7 @@ class Experiment:
         self.seed = params['seed']
         seed_everything(self.seed)
         self.device = get_device(params.get('device') or None)
+        self.mc_precision = resolve_precision(self.cfg.get('mc_precision', 'fp32'), self.device, 'mc_precision')   # of counted draws
         self.out = Path(params['out_dir'])/self.preset
         self.out.mkdir(parents=True, exist_ok=True)
         self.cache_dir = Path(params.get('cache_dir') or default_cache_dir())
@@ -327,6 +333,7 @@ class Experiment:
         cfg = self.train_config(dist, sd, at, madry)
         tr, te = self.data()
         res = get_model(cfg, tr, te, cache_dir=self.cache_dir, device=self.device, progress=True)
+        if hasattr(res.model, 'mc_precision'): res.model.mc_precision = self.mc_precision   # `noise.label_counts` reads it
         name = 'madry' if madry else ('none' if sd == 0 else f"{dist}-{sd}" + ('' if at == 'input' else f"-{at}"))
         self.models[name] = {'key': res.key, 'status': res.status, 'train_time_s': round(res.train_time_s, 1),
                              'test_acc_during_training': res.test_accuracy}
@@ -362,6 +369,7 @@ class Experiment:
     def cached(self, name:str, key:dict, fn):
         """JSON-serialisable result of `fn(partial_path)`, cached under `<cache>/evals/` by a hash of `key`.
         `fn` may keep resumable progress in `partial_path`; it is removed once the result is stored."""
+        if self.mc_precision != 'fp32': key = {**key, 'mc_precision': self.mc_precision}   # fp32 keys stay as they were
         d = self.cache_dir/'evals'; h = config_hash(key)
         path, partial = d/f"{name}-{h}.json", d/f"{name}-{h}.partial.json"
         if not path.exists():

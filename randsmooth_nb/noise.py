@@ -8,9 +8,9 @@ import math
 from contextlib import contextmanager
 
 # %% auto #0
-__all__ = ['NOISE_DISTS', 'NOISE_POSITIONS', 'DEFAULT_MAX_BATCH', 'FIT_MAX_BATCH_CAP', 'NoiseInjection', 'figure_noise_levels',
-           'RandomizedNetwork', 'default_max_batch', 'rows_per_pass', 'sample_logits', 'label_counts', 'rows_that_fit',
-           'fit_max_batch']
+__all__ = ['NOISE_DISTS', 'NOISE_POSITIONS', 'MC_PRECISIONS', 'DEFAULT_MAX_BATCH', 'FIT_MAX_BATCH_CAP', 'NoiseInjection',
+           'figure_noise_levels', 'check_mc_precision', 'RandomizedNetwork', 'default_max_batch', 'rows_per_pass',
+           'sample_logits', 'label_counts', 'rows_that_fit', 'fit_max_batch']
 
 # %% ../nbs/05_noise.ipynb #1d38f519
 import torch
@@ -110,7 +110,11 @@ def _first_layer(module:nn.Module) -> nn.Module:
     raise ValueError("at='first_layer' needs a base network with an nn.Conv2d or nn.Linear layer")
 
 # %% ../nbs/05_noise.ipynb #b01ee543
-NOISE_POSITIONS = ('input', 'first_layer')
+NOISE_POSITIONS, MC_PRECISIONS = ('input', 'first_layer'), ('fp32', 'bf16')
+
+def check_mc_precision(p:str) -> str:
+    if p not in MC_PRECISIONS: raise ValueError(f"unknown mc_precision {p!r}; valid choices: {', '.join(MC_PRECISIONS)}")
+    return p
 
 class RandomizedNetwork(nn.Module):
     """The probabilistic mapping M(x) = law of base(x + X) (`at='input'`) or of base with X added after its
@@ -124,6 +128,7 @@ class RandomizedNetwork(nn.Module):
                  input_hw:tuple|None=None, # input height/width, for the convolution bound (default: the conv's own estimate)
                  max_batch:int|None=None, # rows per forward pass in `forward_samples` and `label_counts` (None: `rows_per_pass` chooses)
                  fit_rows:bool=True, # with max_batch=None on CUDA: size the rows from free GPU memory (`fit_max_batch`)
+                 mc_precision:str='fp32', # arithmetic of the draws `label_counts` counts: 'fp32' or 'bf16' (autocast)
                 ):
         super().__init__()
         if at not in NOISE_POSITIONS: raise ValueError(f"unknown noise position at={at!r}; valid choices: {', '.join(NOISE_POSITIONS)}")
@@ -133,6 +138,7 @@ class RandomizedNetwork(nn.Module):
         if not (first_layer_bound > 0): raise ValueError(f"first_layer_bound must be > 0, got {first_layer_bound}")
         self.base, self.noise, self.at = base, noise, at
         self.first_layer_bound, self.max_batch, self.fit_rows = float(first_layer_bound), max_batch, bool(fit_rows)
+        self.mc_precision = check_mc_precision(mc_precision)
         self._gen, self._draws = None, 1
         if at == 'first_layer':
             layer = _first_layer(base)
@@ -206,11 +212,14 @@ def sample_logits(model:nn.Module, x:torch.Tensor, n:int, chunk:int|None=None, g
     if hasattr(model, 'forward_samples'): return model.forward_samples(x, n, chunk=chunk, generator=generator)
     return torch.stack([model(x) for _ in range(n)])
 
-def label_counts(model:nn.Module, x:torch.Tensor, n:int, max_batch:int|None=None, generator=None) -> torch.Tensor:
+def label_counts(model:nn.Module, x:torch.Tensor, n:int, max_batch:int|None=None, generator=None,
+                 precision:str|None=None, # 'fp32' or 'bf16' autocast of the draws (None: the model's `mc_precision`, else fp32)
+                ) -> torch.Tensor:
     "Per-input counts (B, K) of the predicted label over `n` draws, under `torch.inference_mode` (`max_batch` None: `rows_per_pass`)."
     if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    prec = check_mc_precision(precision if precision is not None else getattr(model, 'mc_precision', 'fp32'))
     B = x.shape[0]; c = max(1, (max_batch or rows_per_pass(model, x, grad=False)) // max(B, 1)); counts = None
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=prec == 'bf16'):
         for s in range(0, n, c):
             z = sample_logits(model, x, min(c, n - s), chunk=c, generator=generator)
             oh = F.one_hot(z.argmax(-1), z.shape[-1]).sum(0)

@@ -383,3 +383,22 @@ def test_fitted_rows_are_measured_once_per_kind_of_pass(monkeypatch):
     assert noise._fitted_rows(rn, torch.rand(5, 3, 16, 16), False) == 16384      # another image size: measured again
     assert asked == [((3, 8, 8), False), ((3, 8, 8), True), ((3, 16, 16), False)]
     rn.train(); noise._fitted_rows(rn, x, False); assert len(asked) == 4        # train mode: measured again
+
+
+def test_mc_precision_reaches_every_counted_draw_and_the_cache_key(tmp_path):
+    "An Experiment's `mc_precision` is set on its networks and keys its cached evaluations; 'auto' is fp32 on a CPU."
+    from randsmooth_nb.experiments import Experiment, resolve_precision
+    assert resolve_precision('auto', 'cpu', 'mc_precision') == 'fp32'
+    with pytest.raises(ValueError, match="unknown mc_precision 'half'; valid choices: fp32, bf16, auto"):
+        resolve_precision('half', 'cpu', 'mc_precision')
+    ex = Experiment('exp_table1', dict(preset='smoke', seed=0, data_dir='', out_dir=str(tmp_path), cache_dir=str(tmp_path/'c'),
+                                       device='cpu', download=False))
+    assert ex.mc_precision == 'fp32'
+    calls = []
+    for prec in ('fp32', 'bf16', 'bf16'):
+        ex.mc_precision = prec
+        ex.cached('probe', {'a': 1}, lambda partial, prec=prec: calls.append(prec) or {'prec': prec})
+    assert calls == ['fp32', 'bf16']                       # bf16 computed once, under its own key; fp32 not reused for it
+    assert len(list((tmp_path/'c'/'evals').glob('probe-*.json'))) == 2
+    ex.mc_precision = 'bf16'
+    assert ex.model('gaussian', 0.5).mc_precision == 'bf16'       # the networks it hands out count their draws in it
