@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['get_device', 'seed_everything', 'atomic_write', 'atomic_write_json', 'atomic_torch_save', 'config_hash', 'renamed',
            'patch', 'default_cache_dir', 'package_versions', 'git_commit', 'hardware_info', 'hardware_label',
-           'run_manifest', 'write_manifest']
+           'run_manifest', 'write_manifest', 'curve_at']
 
 # %% ../nbs/00_core.ipynb #bf9bc817
 import numpy as np
@@ -194,3 +194,18 @@ def write_manifest(path:str|Path, config:dict, seed:int, device=None, **extra) -
     m = run_manifest(config, seed, device, **extra)
     atomic_write_json(path, m)
     return m
+
+# %% ../nbs/00_core.ipynb #d7bc42fa
+def curve_at(grid, # the points the curve was computed at (1-d)
+             values, # the curve: one value per grid point (1-d, same length)
+             at:float, # a point of `grid`
+             tol:float=1e-6, # how close counts as the same point (grids are often float32)
+            ) -> float:
+    "The value of the curve `values` on `grid` at the grid point `at`."
+    g, v = torch.as_tensor(grid, dtype=torch.float64).flatten(), torch.as_tensor(values).flatten()
+    if len(g) != len(v): raise ValueError(f"grid and values differ in length: {len(g)} and {len(v)}")
+    d = (g - float(at)).abs(); i = int(d.argmin())
+    if d[i] > tol:
+        near = ', '.join(f"{float(g[j]):g}" for j in d.argsort()[:3].tolist())
+        raise ValueError(f"{at!r} is not a point of the grid; nearest points: {near}")
+    return float(v[i])

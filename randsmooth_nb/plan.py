@@ -453,7 +453,7 @@ APPROXIMATIONS = (
     "in the evaluation cache are not looked for (a cold cache); a partly trained model is counted in full",
     "Madry et al.'s adversarial training costs (1 + PGD steps) training steps per image; noise after the first layer is "
     "priced as noise at the input; attack passes at the preset's attack precision (the PGD radius sweep of the sanity "
-    "checks runs in fp32), forward passes in fp32 (C&W/EAD's replayed draws run in the attack's); data loading and "
+    "checks runs in fp32), forward passes in fp32, an upper bound where the preset counts its draws in bf16 (`mc_precision`; C&W/EAD's replayed draws run in the attack's); data loading and "
     "decoding (streamed ImageNet) are not timed",
     "rates: a few steps of an untrained network on random inputs after one warm-up step (on a CPU at the reduced batch shown)")
 
