@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_attacks.ipynb #2e91dbce
 from __future__ import annotations
-import math
+import math, warnings
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'PGD_NORMS', 'APGD_LOSSES', 'CONFIRM_SCALES', 'EAD_RULES', 'ce_rows', 'eot_loss_grad',
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 # %% ../nbs/09_attacks.ipynb #97e7184a
 from .core import patch
+from .sensitivity import parse_norm
 from .noise import default_max_batch, rows_per_pass, sample_logits, label_counts
 
 # %% ../nbs/09_attacks.ipynb #978a7a5b
@@ -306,8 +307,11 @@ def _noisy(model) -> bool:
 
 class _BinarySearchAttack(Attack):
     """Shared outer loop of C&W and EAD: binary search on the constant c, keep the best adversarial example;
-    after a call, `last_norms` holds each input's smallest adversarial norm found (`norm_p`; inf where none)."""
-    norm_p = 2
+    after a call, `last_norms` holds each input's smallest adversarial norm found (in the norm `norm`; inf where none)."""
+    norm = 'l2'
+    @property
+    def norm_p(self): # deprecated: the order of `norm` as a number
+        warnings.warn(f"{type(self).__name__}.norm_p is deprecated: use .norm", DeprecationWarning, stacklevel=2); return parse_norm(self.norm)
     def __init__(self, model, steps, binary_search_steps, lr, initial_const, confidence, eot, max_batch, abort_early, precision):
         super().__init__(model, eot, max_batch, precision)
         self.steps, self.binary_search_steps = _pos_int('steps', steps), _pos_int('binary_search_steps', binary_search_steps)
@@ -334,12 +338,12 @@ class _BinarySearchAttack(Attack):
         if self.precision != 'fp32':      # a low-precision success may sit on the fp32 boundary: confirm it in fp32
             best_adv, found = confirm_fp32(self.model, x, y, best_adv, found, self.eot if _noisy(self.model) else 1,
                                            self.max_batch, self.confidence)
-        n = (best_adv - x).flatten(1).norm(p=self.norm_p, dim=1)
+        n = (best_adv - x).flatten(1).norm(p=parse_norm(self.norm), dim=1)
         self.last_norms = torch.where(found, n, torch.full_like(n, float('inf'))).cpu()
         return best_adv
 
     def min_norms(self, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
-        "Run the attack; per input, the smallest adversarial `norm_p` norm found (inf where none)."
+        "Run the attack; per input, the smallest adversarial `norm` norm found (inf where none)."
         self(x, y); return self.last_norms
 
     def _keep(self, cand, dist, ok, best_dist, best_adv):
@@ -391,7 +395,7 @@ class _EarlyAbort:
 # %% ../nbs/09_attacks.ipynb #19f54295
 class CarliniWagnerL2(_BinarySearchAttack):
     "Carlini-Wagner L2 with EoT: the margin loss on the mean logits over `eot` draws, binary search on c."
-    norm_p = 2
+    norm = 'l2'
     def __init__(self, model:nn.Module,
                  steps:int=60, # Adam steps per binary-search step (paper: 60 in Table 1, 30 in Table 2)
                  binary_search_steps:int=9,
@@ -434,7 +438,7 @@ def ead_shrink(z:torch.Tensor, x:torch.Tensor, beta:float) -> torch.Tensor:
 
 class EAD(_BinarySearchAttack):
     "EAD elastic-net attack with EoT (FISTA), loss on the mean logits over `eot` draws; `last_norms` are l1 norms."
-    norm_p = 1
+    norm = 'l1'
     def __init__(self, model:nn.Module,
                  beta:float=1e-2, # weight of the l1 term
                  steps:int=60, # FISTA iterations per binary-search step (paper: 60)

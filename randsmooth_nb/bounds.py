@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from .expfamily import ExpFamilyNoise, Gaussian, DiagonalGaussian, Laplace, get_noise
+from .core import renamed
 from .sensitivity import identity_sensitivity, identity_maximiser, parse_norm, dual_norm, _as_alpha, _as_dim
 
 # %% ../nbs/04_bounds.ipynb #dff40579
@@ -112,15 +113,17 @@ class LinearMapping(ProbabilisticMapping):
         x = _f64(x)
         z = self.noise.sample((n, *x.shape), generator=generator, dtype=torch.float64)
         return ((x + z) @ self.w + self.b > 0).long()
-    def adversarial_error(self, x, y, alpha, p_norm=2) -> Tensor:
+    @renamed(p_norm='p')
+    def adversarial_error(self, x, y, alpha, p=2) -> Tensor:
         "Exact worst-case error over $\\|\\tau\\|_p\\le\\alpha$: the margin moves by $\\alpha\\|w\\|_{p^*}$ towards the wrong side."
         y = torch.as_tensor(y).long(); a = _as_alpha(alpha)
-        shift = a * torch.linalg.vector_norm(self.w, ord=dual_norm(p_norm))
+        shift = a * torch.linalg.vector_norm(self.w, ord=dual_norm(p))
         m = (self.margin(x) + torch.where(y == 1, -shift, shift)) / (self.scale * math.sqrt(2))
         return torch.where(y == 1, 0.5 * torch.erfc(m), 0.5 * torch.erfc(-m))   # P(label 0) if y = 1, else P(label 1)
-    def distance_to_boundary(self, x, p_norm=2) -> Tensor:
+    @renamed(p_norm='p')
+    def distance_to_boundary(self, x, p=2) -> Tensor:
         "Exact $\\ell_p$ robustness radius of $f$: $|\\langle w,x\\rangle+b|/\\|w\\|_{p^*}$."
-        return self.margin(x).abs() / torch.linalg.vector_norm(self.w, ord=dual_norm(p_norm))
+        return self.margin(x).abs() / torch.linalg.vector_norm(self.w, ord=dual_norm(p))
 
 # %% ../nbs/04_bounds.ipynb #f80086c9
 def _weights(w, n:int) -> Tensor|None:
@@ -218,16 +221,17 @@ def _laplace_f(noise:Laplace, shift:Tensor, order:float) -> Tensor:
     "One-dimensional D_order(Laplace + shift || Laplace) for a tensor of shifts."
     return noise.renyi_shift(shift[..., None], order)
 
+@renamed(p_norm='p')
 def exact_renyi_sup(
     noise:ExpFamilyNoise, # Gaussian, DiagonalGaussian or Laplace
     alpha, # radius(radii) of the l_p ball of shifts, >= 0
-    p_norm, # the norm of the ball
+    p, # the norm of the ball
     order:float=1.0, # Renyi order in [1, inf]
     dim:int|None=None, # dimension of the noise (needed when the answer depends on it)
 ) -> Tensor:
     "Exact $\\sup_{\\|\\delta\\|_p\\le\\alpha} D_\\lambda(X+\\delta\\,\\|\\,X)$ (= `noise.renyi_shift` at `renyi_sup_maximiser`)."
     _check_noise(noise)
-    p, lam, a = parse_norm(p_norm), _check_order(order), _as_alpha(alpha)
+    p, lam, a = parse_norm(p), _check_order(order), _as_alpha(alpha)
     if isinstance(noise, Gaussian):
         d = _noise_dim(noise, dim, needed=p > 2, what=f'a Gaussian on an l_{p:g} ball')
         if math.isinf(lam): return torch.where(a > 0, math.inf, 0.0).to(torch.float64)
@@ -237,12 +241,13 @@ def exact_renyi_sup(
     d = _noise_dim(noise, dim, needed=True, what=f'a Laplace noise on an l_{p:g} ball')
     return d * _laplace_f(noise, a * d ** (-1.0 / p), lam)
 
+@renamed(p_norm='p')
 def renyi_sup_maximiser(
-    noise:ExpFamilyNoise, alpha:float, p_norm, order:float=1.0, dim:int|None=None,
+    noise:ExpFamilyNoise, alpha:float, p, order:float=1.0, dim:int|None=None,
 ) -> Tensor:
     "An explicit shift $\\delta^\\star$ with $\\|\\delta^\\star\\|_p=\\alpha$ attaining `exact_renyi_sup` (shape (dim,))."
     _check_noise(noise); _check_order(order)
-    p, a = parse_norm(p_norm), float(_as_alpha(alpha))
+    p, a = parse_norm(p), float(_as_alpha(alpha))
     if isinstance(noise, DiagonalGaussian):
         c = 1 / noise.sd.to(torch.float64) ** 2
         if p <= 2: z = torch.zeros_like(c); z[c.argmax()] = 1.0
@@ -438,10 +443,11 @@ def _invert_sup(noise, eps_star:Tensor, p:float, lam:float, dim) -> Tensor:
         lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
     return torch.where(pos, lo, 0.0)
 
+@renamed(p_norm='p')
 def theorem3_radius(
     scores, # expected outputs E[y] in [0, 1]^K, shape (*batch, K)
     noise:ExpFamilyNoise, # the noise injected at the input (Gaussian, DiagonalGaussian or Laplace)
-    p_norm, # norm of the attacker's ball
+    p, # norm of the attacker's ball
     dim:int|None=None, # dimension of the noise (as in exact_renyi_sup)
     orders=None, # Renyi orders to try, each in (1, inf] (default: 40 orders in (1, 1001] and inf)
     return_details:bool=False, # also return the best order and its epsilon*
@@ -449,7 +455,7 @@ def theorem3_radius(
     "Largest $\\alpha$ certified by Theorem 3 with $\\epsilon=$`exact_renyi_sup`$(\\alpha)$, optimised over the order and $\\delta^*$; 0 when nothing is certified."
     top, r = _check_scores(scores)
     _check_noise(noise)
-    p = parse_norm(p_norm)
+    p = parse_norm(p)
     if orders is None: orders = (1 + torch.logspace(-2, 3, 40, dtype=torch.float64)).tolist() + [math.inf]
     lams = [_check_order(o, strict=True) for o in (orders if isinstance(orders, (list, tuple)) else _f64(orders).flatten().tolist())]
     exact_renyi_sup(noise, 0.0, p, lams[0], dim)    # validates dim / norm support before the search

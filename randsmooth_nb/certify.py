@@ -68,7 +68,7 @@ class Smooth:
         self.noise = model.noise.distribution
         if self.noise is None: raise ValueError("the network has no Gaussian/Laplace noise (sd = 0 or uniform); nothing to smooth")
         self.model, self.num_classes, self.max_batch = model, num_classes, max_batch
-        self.unit = model.sensitivity(1.0, model.norm_p)        # noise-space radius per unit of input radius
+        self.unit = model.sensitivity(1.0, model.p)        # noise-space radius per unit of input radius
 
     def _counts(self, x, n):
         self.model.eval()
@@ -117,7 +117,7 @@ def certify_all(model:RandomizedNetwork, x:torch.Tensor, y:torch.Tensor,
     _check_mc(fail_prob, n0=n0, n=n)
     noise = model.noise.distribution
     if noise is None: raise ValueError("the network has no Gaussian/Laplace noise (sd = 0 or uniform)")
-    unit = model.sensitivity(1.0, model.norm_p)
+    unit = model.sensitivity(1.0, model.p)
     dev = next(model.parameters()).device
     model.eval(); pred, pa_all = [], []
     for i in tqdm(range(0, len(x), batch_size), disable=not progress, desc='certify', mininterval=5):
@@ -130,11 +130,11 @@ def certify_all(model:RandomizedNetwork, x:torch.Tensor, y:torch.Tensor,
     pA = torch.from_numpy(pA); pB = 1 - pA
     radii = {'cohen': cohen_radius(pA, noise) / unit,
              'pixeldp': pixeldp_radius(pA, pB, noise) / unit,
-             'theorem3': torch.where(pA > 0.5, torch.as_tensor(theorem3_radius(torch.stack([pA, pB], 1), noise, model.norm_p),
+             'theorem3': torch.where(pA > 0.5, torch.as_tensor(theorem3_radius(torch.stack([pA, pB], 1), noise, model.p),
                                                                dtype=torch.float64), 0.0) / unit}
     correct = (pred == y.cpu())
     return {'pred': pred, 'correct': correct, 'p_lower': pA, 'radii': radii, 'n0': n0, 'n': n, 'fail_prob': fail_prob,
-            'p_norm': model.norm_p, 'noise': f"{noise.name}(sd={noise.sd})"}
+            'p': model.p, 'noise': f"{noise.name}(sd={noise.sd})"}
 
 def certified_accuracy(cert:dict, radii) -> dict:
     "Certified accuracy at each radius r: fraction of inputs predicted correctly with a certified radius >= r (> 0)."

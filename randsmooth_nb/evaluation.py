@@ -102,10 +102,11 @@ def _noise_of(model, noise):
     if d is None: raise ValueError("the model carries no exponential-family noise (sd = 0 or uniform): pass `noise`")
     return d
 
+@renamed(p_norm='p')
 def guaranteed_accuracy_curve(model:nn.Module, # the randomized network
                               data, # (x, y) tensors, inputs in [-1, 1]
                               noise=None, # its noise distribution (default: the model's)
-                              p_norm=None, # norm of the perturbation: default l2 for Gaussian, l1 for Laplace
+                              p=None, # norm of the perturbation: default l2 for Gaussian, l1 for Laplace
                               alphas=None, # perturbation sizes (default: 50 values up to a scale where the bound is vacuous)
                               n:int=10_000, # draws per input for the entropy and the accuracy
                               order:float=1.0, # Renyi order (1 gives the smallest epsilon)
@@ -116,7 +117,7 @@ def guaranteed_accuracy_curve(model:nn.Module, # the randomized network
     x, y = data if isinstance(data, (tuple, list)) else (data.x, data.y)
     noise = _noise_of(model, noise)
     natural = 1 if noise.name == 'laplace' else 2
-    p_norm = natural if p_norm is None else p_norm
+    p = natural if p is None else p
     if x.dtype == torch.uint8: x = (x.float() / 255 - 0.5) * 2
     if alphas is None: alphas = torch.linspace(0, 3 * noise.sd, 50)
     alphas = torch.as_tensor(alphas, dtype=torch.float64)
@@ -127,14 +128,14 @@ def guaranteed_accuracy_curve(model:nn.Module, # the randomized network
     acc = ld.probs[torch.arange(len(y)), y.cpu()].mean().item()
     acc_se = ld.probs[torch.arange(len(y)), y.cpu()].std().item() / math.sqrt(len(y)) if len(y) > 1 else float('nan')
     if isinstance(model, RandomizedNetwork) and model.at == 'first_layer':   # through the layer's sensitivity
-        eps = torch.tensor([float(exact_renyi_sup(noise, model.sensitivity(float(a), p_norm, dim), natural, order))
+        eps = torch.tensor([float(exact_renyi_sup(noise, model.sensitivity(float(a), p, dim), natural, order))
                             for a in alphas], dtype=torch.float64)
     else:                                                                    # noise on the input: exact over the ball
-        eps = torch.as_tensor(exact_renyi_sup(noise, alphas, p_norm, order, dim), dtype=torch.float64)
+        eps = torch.as_tensor(exact_renyi_sup(noise, alphas, p, order, dim), dtype=torch.float64)
     bound = risk_gap_bound(eps, et['entropy'])
     return {'alphas': alphas, 'epsilon': eps, 'risk_gap_bound': bound, 'accuracy': acc, 'accuracy_se': acc_se,
             'guaranteed_accuracy': torch.clamp(acc - bound, min=0.0), 'mean_exp_neg_entropy': et['mean_exp_neg_entropy'],
-            'entropy': et['entropy'], 'n': n, 'order': order, 'p_norm': p_norm, 'noise': f"{noise.name}(sd={noise.sd})"}
+            'entropy': et['entropy'], 'n': n, 'order': order, 'p': p, 'noise': f"{noise.name}(sd={noise.sd})"}
 
 # %% ../nbs/10_evaluation.ipynb #82376d2c
 def figure_guaranteed_accuracy(curves:dict, # label -> output of `guaranteed_accuracy_curve`
@@ -144,7 +145,7 @@ def figure_guaranteed_accuracy(curves:dict, # label -> output of `guaranteed_acc
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for label, c in curves.items():
         ax.plot(c['alphas'].numpy(), c['guaranteed_accuracy'].numpy(), label=label)
-    p = next(iter(curves.values()))['p_norm'] if curves else 2
+    c0 = next(iter(curves.values()), {}); p = c0.get('p', c0.get('p', 2))   # 'p': results made before the rename
     sub = r'\infty' if p in ('inf', 'linf', float('inf')) else str(p).lstrip('l')
     ax.set_xlabel(xlabel or f"perturbation size ($\\ell_{{{sub}}}$ norm)")
     ax.set_ylabel('guaranteed accuracy (Theorem 2)'); ax.set_ylim(0, 1); ax.grid(alpha=.3); ax.legend(fontsize=8)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 # %% ../nbs/12_experiments.ipynb #813b6c05
-from .core import (get_device, seed_everything, atomic_write, atomic_write_json, config_hash,
+from .core import (renamed, get_device, seed_everything, atomic_write, atomic_write_json, config_hash,
                                 run_manifest, hardware_label, hardware_info, default_cache_dir, patch)
 from .data import load_dataset, to_model_range
 from .training import TrainConfig, madry_config, get_model, FAST_RECIPE
@@ -388,14 +388,15 @@ class Experiment:
             return {**r, 'attack': attack or {}}
         return self.cached('acc', key, run)
 
-    def guaranteed_curve(self, model, x, y, alphas, p_norm=None, dim:int|None=None) -> dict:
+    @renamed(p_norm='p')
+    def guaranteed_curve(self, model, x, y, alphas, p=None, dim:int|None=None) -> dict:
         "`evaluation.guaranteed_accuracy_curve` with the preset's draws, cached; tensors come back as tensors."
         from randsmooth_nb.evaluation import guaranteed_accuracy_curve
         alphas = torch.as_tensor(alphas, dtype=torch.float64)
         key = {'model': digest(*model.state_dict().values()), 'data': digest(x, y), 'alphas': alphas.tolist(),
-               'n': self.cfg['entropy_draws'], 'p_norm': p_norm, 'dim': dim, 'seed': self.seed}
+               'n': self.cfg['entropy_draws'], 'p': p, 'dim': dim, 'seed': self.seed}
         def run(partial):
-            c = guaranteed_accuracy_curve(model, (x, y), p_norm=p_norm, alphas=alphas, n=self.cfg['entropy_draws'], dim=dim)
+            c = guaranteed_accuracy_curve(model, (x, y), p=p, alphas=alphas, n=self.cfg['entropy_draws'], dim=dim)
             return {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in c.items()}
         return {k: torch.tensor(v) if isinstance(v, list) else v for k, v in self.cached('theorem2', key, run).items()}
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_noise.ipynb #b1a6e5df
 from __future__ import annotations
-import math
+import math, warnings
 from contextlib import contextmanager
 
 # %% auto #0
@@ -144,11 +144,15 @@ class RandomizedNetwork(nn.Module):
             layer = _first_layer(base)
             if isinstance(layer, nn.Conv2d) and (layer.dilation != (1, 1) or layer.groups != 1 or layer.padding_mode != 'zeros'):
                 raise ValueError("at='first_layer' supports a first convolution with dilation 1, groups 1 and zero padding")
-            self.norm_p = 1 if noise.dist_name == 'laplace' else 2
+            self.p = 1 if noise.dist_name == 'laplace' else 2
             hw = tuple(input_hw) if input_hw is not None else None
-            parametrize.register_parametrization(layer, 'weight', _NormalizeWeight(self.norm_p, first_layer_bound, hw))
+            parametrize.register_parametrization(layer, 'weight', _NormalizeWeight(self.p, first_layer_bound, hw))
             layer.register_forward_hook(self._add_noise_hook)
-        else: self.norm_p = 1 if noise.dist_name == 'laplace' else 2
+        else: self.p = 1 if noise.dist_name == 'laplace' else 2
+
+    @property
+    def norm_p(self): # deprecated name of `p`
+        warnings.warn("RandomizedNetwork.norm_p is deprecated: use .p", DeprecationWarning, stacklevel=2); return self.p
 
     def _add_noise_hook(self, module, inputs, output):
         return self.noise(output, generator=self._gen, draws=self._draws)
@@ -296,8 +300,8 @@ def sensitivity(self:RandomizedNetwork,
     from randsmooth_nb.sensitivity import identity_sensitivity
     if alpha < 0: raise ValueError(f"alpha must be >= 0, got {alpha}")
     p_in = parse_norm(p_in)
-    if p_in == self.norm_p: conv = alpha
+    if p_in == self.p: conv = alpha
     else:
         if dim is None: raise ValueError("dim is needed to convert between different norms")
-        conv = float(identity_sensitivity(alpha, p_in, self.norm_p, dim))
+        conv = float(identity_sensitivity(alpha, p_in, self.p, dim))
     return conv * (self.first_layer_bound if self.at == 'first_layer' else 1.0)

@@ -262,3 +262,19 @@ def test_bad_inputs_raise_valueerror_naming_range():
     with pytest.raises(NotImplementedError, match='1 < p < 2'): exact_renyi_sup(Laplace(1.0), 0.1, 1.5, dim=3)
     with pytest.raises(ValueError, match=r'\[0, 1\]'): guaranteed_accuracy(-0.1, 0.1, [0.2])
     with pytest.raises(ValueError, match='sum to 1'): risk(torch.tensor([[0.5, 0.6]]), torch.tensor([0]))
+
+
+def test_old_norm_names_still_work_with_a_warning():
+    "`p_norm=` (renamed `p`) and `.norm_p` (renamed `.p` / `.norm`) keep working for one release, with a DeprecationWarning."
+    import torch.nn as nn
+    from randsmooth_nb.bounds import exact_renyi_sup
+    from randsmooth_nb.expfamily import Gaussian
+    from randsmooth_nb.noise import NoiseInjection, RandomizedNetwork
+    from randsmooth_nb.attacks import EAD
+    with pytest.warns(DeprecationWarning, match=r"p_norm=\.\.\.\) is deprecated: use p="):
+        old = exact_renyi_sup(Gaussian(0.5), 0.3, p_norm=2)
+    assert float(old) == float(exact_renyi_sup(Gaussian(0.5), 0.3, p=2))
+    with pytest.raises(TypeError, match="both 'p_norm'"): exact_renyi_sup(Gaussian(0.5), 0.3, p_norm=2, p=2)
+    net = RandomizedNetwork(nn.Linear(4, 3), NoiseInjection('laplace', 0.2))
+    with pytest.warns(DeprecationWarning, match=r"use \.p"): assert net.norm_p == net.p == 1
+    with pytest.warns(DeprecationWarning, match=r"use \.norm"): assert EAD(net).norm_p == 1 and EAD.norm == 'l1'

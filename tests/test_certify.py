@@ -108,7 +108,7 @@ def test_certificates_below_true_radius(dist, at, bound):
     true = u.abs() / dual
     torch.manual_seed(0)
     cert = certify_all(model, x, y, n0=100, n=2000, fail_prob=0.001)
-    assert cert['p_norm'] == (2 if dist == 'gaussian' else 1) and set(cert['radii']) == set(CERTIFICATES)
+    assert cert['p'] == (2 if dist == 'gaussian' else 1) and set(cert['radii']) == set(CERTIFICATES)
     for name, r in cert['radii'].items():
         pos = r > 0
         assert pos.sum() >= B // 3, name                            # not vacuous

@@ -121,7 +121,7 @@ def test_guaranteed_accuracy_curve_gaussian(noisy_run, eval_xy):
     torch.testing.assert_close(c['epsilon'], a ** 2 / (2 * 0.25 ** 2))          # KL of shifted Gaussians, ||d||_2 = alpha
     m = float(torch.exp(-c['entropy']).mean())
     torch.testing.assert_close(c['risk_gap_bound'], 1 - torch.exp(-c['epsilon']) * m)
-    assert 0.5 < c['accuracy'] <= 1 and c['p_norm'] == 2 and c['noise'] == 'gaussian(sd=0.25)'
+    assert 0.5 < c['accuracy'] <= 1 and c['p'] == 2 and c['noise'] == 'gaussian(sd=0.25)'
     assert float(g[0]) == pytest.approx(max(c['accuracy'] - (1 - m), 0))
 
 
@@ -133,7 +133,7 @@ def test_guaranteed_accuracy_curve_laplace_closed_form():
     c = guaranteed_accuracy_curve(model, (x, y), alphas=alphas, n=100)
     t = alphas / (0.4 / math.sqrt(2))                                   # |delta|_1 / b
     torch.testing.assert_close(c['epsilon'], t + torch.exp(-t) - 1)     # KL of shifted Laplace laws (worst case: one coordinate)
-    assert c['p_norm'] == 1
+    assert c['p'] == 1
     g = c['guaranteed_accuracy']
     assert (g[1:] <= g[:-1] + 1e-12).all() and (g <= c['accuracy'] + 1e-12).all()
 

@@ -168,7 +168,7 @@ def test_forward_samples_on_a_linear_first_layer():
 def test_first_layer_norm_stays_bounded_under_training(dist, p):
     bound, hw = 0.5, (8, 8)
     rn = RandomizedNetwork(tiny_base(), NoiseInjection(dist, 0.1), at='first_layer', first_layer_bound=bound, input_hw=hw)
-    assert rn.norm_p == p
+    assert rn.p == p
     layer = rn.base.features[0]
     opt = torch.optim.SGD(layer.parameters(), lr=0.5)
     x = torch.rand(8, 3, 8, 8) * 2 - 1
@@ -205,7 +205,7 @@ def test_sensitivity_values():
     d = 3 * 8 * 8
     g = RandomizedNetwork(tiny_base(), NoiseInjection('gaussian', 0.25))
     lap = RandomizedNetwork(tiny_base(), NoiseInjection('laplace', 0.25))
-    assert (g.norm_p, lap.norm_p) == (2, 1)
+    assert (g.p, lap.p) == (2, 1)
     assert g.sensitivity(0.3, 2) == pytest.approx(0.3)
     assert g.sensitivity(0.3, 'inf', dim=d) == pytest.approx(0.3 * math.sqrt(d))
     assert g.sensitivity(0.3, 1, dim=d) == pytest.approx(0.3)             # ||z||_2 <= ||z||_1
@@ -215,7 +215,7 @@ def test_sensitivity_values():
     gf = RandomizedNetwork(tiny_base(), NoiseInjection('gaussian', 0.25), at='first_layer', first_layer_bound=0.4, input_hw=(8, 8))
     lf = RandomizedNetwork(tiny_base(), NoiseInjection('laplace', 0.25), at='first_layer', first_layer_bound=0.4, input_hw=(8, 8))
     assert gf.sensitivity(0.3, 2) == pytest.approx(0.12)
-    assert lf.sensitivity(0.3, 1) == pytest.approx(0.12) and lf.norm_p == 1
+    assert lf.sensitivity(0.3, 1) == pytest.approx(0.12) and lf.p == 1
     assert g.sensitivity(0.0, 2) == 0
     with pytest.raises(ValueError, match='dim'): g.sensitivity(0.3, 'inf')
     with pytest.raises(ValueError, match='alpha'): g.sensitivity(-0.1, 2)
