@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% ../nbs/09_attacks.ipynb #97e7184a
-from .core import patch
+from .core import patch, check_int, check_number, check_choice
 from .sensitivity import parse_norm
 from .noise import default_max_batch, rows_per_pass, sample_logits, label_counts
 
@@ -103,25 +103,12 @@ def eot_mean_logits_grad(model, x, eot:int, objective, max_batch:int|None=None, 
     return z, val.detach(), grad
 
 # %% ../nbs/09_attacks.ipynb #c5a110c4
-def _pos_int(name, v, lo=1):
-    if isinstance(v, bool) or not isinstance(v, (int,)) or v < lo: raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-def _pos_float(name, v, strict=True):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (v <= 0 if strict else v < 0):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} 0, got {v!r}")
-    return float(v)
-
-def _choice(name, v, choices):
-    if v not in choices: raise ValueError(f"unknown {name} {v!r}; valid choices: {', '.join(choices)}")
-    return v
-
 class Attack:
     """Base class: `atk(x, y)` checks inputs, runs the attack with the model in eval mode and its parameters frozen
     (no weight gradients are formed), then restores both."""
     def __init__(self, model:nn.Module, eot:int=80, max_batch:int|None=None, precision:str='fp32'):
-        self.model, self.eot, self.max_batch = model, _pos_int('eot', eot), max_batch
-        self.precision = _choice('precision', precision, PRECISIONS)
+        self.model, self.eot, self.max_batch = model, check_int('eot', eot), max_batch
+        self.precision = check_choice('precision', precision, PRECISIONS)
 
     def _check(self, x, y):
         if not torch.is_tensor(x) or not torch.is_tensor(y): raise ValueError("x and y must be tensors")
@@ -186,8 +173,8 @@ class PGD(Attack):
                  precision:str='fp32', # 'fp32' or 'bf16' (autocast of the forward passes)
                 ):
         super().__init__(model, eot, max_batch, precision)
-        self.eps, self.step = _pos_float('eps', eps), _pos_float('step', step)
-        self.steps, self.norm, self.random_start = _pos_int('steps', steps), _norm_name(norm), random_start
+        self.eps, self.step = check_number('eps', eps), check_number('step', step)
+        self.steps, self.norm, self.random_start = check_int('steps', steps), _norm_name(norm), random_start
 
     def _project(self, x_adv, x): return _project(x_adv, x, self.eps, self.norm)
 
@@ -234,9 +221,9 @@ class APGD(Attack):
                  precision:str='fp32', # 'fp32' or 'bf16'
                 ):
         super().__init__(model, eot, max_batch, precision)
-        self.eps, self.steps, self.norm = _pos_float('eps', eps), _pos_int('steps', steps), _norm_name(norm)
-        self.loss = _choice('loss', str(loss).lower(), tuple(APGD_LOSSES))
-        self.n_restarts = _pos_int('n_restarts', n_restarts)
+        self.eps, self.steps, self.norm = check_number('eps', eps), check_int('steps', steps), _norm_name(norm)
+        self.loss = check_choice('loss', str(loss).lower(), tuple(APGD_LOSSES))
+        self.n_restarts = check_int('n_restarts', n_restarts)
         if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1: raise ValueError(f"rho must be in (0, 1), got {rho!r}")
         self.rho, self.momentum, self.checkpoints = float(rho), 0.75, apgd_checkpoints(self.steps)
 
@@ -314,9 +301,9 @@ class _BinarySearchAttack(Attack):
         warnings.warn(f"{type(self).__name__}.norm_p is deprecated: use .norm", DeprecationWarning, stacklevel=2); return parse_norm(self.norm)
     def __init__(self, model, steps, binary_search_steps, lr, initial_const, confidence, eot, max_batch, abort_early, precision):
         super().__init__(model, eot, max_batch, precision)
-        self.steps, self.binary_search_steps = _pos_int('steps', steps), _pos_int('binary_search_steps', binary_search_steps)
-        self.lr, self.initial_const = _pos_float('lr', lr), _pos_float('initial_const', initial_const)
-        self.confidence = _pos_float('confidence', confidence, strict=False)
+        self.steps, self.binary_search_steps = check_int('steps', steps), check_int('binary_search_steps', binary_search_steps)
+        self.lr, self.initial_const = check_number('lr', lr), check_number('initial_const', initial_const)
+        self.confidence = check_number('confidence', confidence, strict=False)
         self.abort_early, self.last_norms, self.last_iterations = bool(abort_early), None, None
 
     def _success(self, z, y):
@@ -453,8 +440,8 @@ class EAD(_BinarySearchAttack):
                  precision:str='fp32', # 'fp32' or 'bf16'
                 ):
         super().__init__(model, steps, binary_search_steps, lr, initial_const, confidence, eot, max_batch, abort_early, precision)
-        self.beta = _pos_float('beta', beta, strict=False)
-        self.decision_rule = _choice('decision_rule', str(decision_rule).upper(), EAD_RULES)
+        self.beta = check_number('beta', beta, strict=False)
+        self.decision_rule = check_choice('decision_rule', str(decision_rule).upper(), EAD_RULES)
 
     def _inner(self, x, y, const, best_dist, best_adv):
         xk, yk = x.clone(), x.clone()
@@ -572,7 +559,7 @@ def worst_case(model:nn.Module, # the network the attacks target, inputs in [-1,
     if not all(callable(a) for a in attacks): raise ValueError("every attack must be callable as atk(x, y)")
     names = list(names) if names is not None else [_attack_name(a) for a in attacks]
     if len(names) != len(attacks): raise ValueError(f"{len(names)} names for {len(attacks)} attacks")
-    n_draws, batch_size = _pos_int('n_draws', n_draws), _pos_int('batch_size', batch_size)
+    n_draws, batch_size = check_int('n_draws', n_draws), check_int('batch_size', batch_size)
     if isinstance(attacks[0], Attack): attacks[0]._check(x, y)
     n, dev = n_draws if _noisy(model) else 1, next(model.parameters()).device
     parts = {k: [] for k in ('expected', 'single', 'vote', 'winner', 'per_attack')}

@@ -17,7 +17,7 @@ import torch.nn as nn
 from scipy import stats
 
 # %% ../nbs/11_certify.ipynb #9e2c078e
-from .core import renamed
+from .core import renamed, check_int
 from .noise import RandomizedNetwork, label_counts
 from .evaluation import clopper_pearson
 from .bounds import theorem3_radius
@@ -27,8 +27,7 @@ def _check_mc(fail_prob, **ns):
     "Validate a failure probability and draw counts before any sampling."
     if isinstance(fail_prob, bool) or not isinstance(fail_prob, (int, float)) or not (0 < fail_prob < 1):
         raise ValueError(f"fail_prob must be in (0, 1), got {fail_prob!r}")
-    for k, v in ns.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+    for k, v in ns.items(): check_int(k, v)
 
 def cohen_radius(p_lower, noise) -> torch.Tensor:
     "Cohen et al.'s l2 radius sigma*Phi^-1(p) for Gaussian noise; Teng et al.'s l1 radius -b*log(2(1-p)) for Laplace (0 when p <= 1/2)."

@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #a3cc905c
 from __future__ import annotations
-import functools, hashlib, inspect, json, os, platform, random, subprocess, sys, tempfile, time, warnings
+import functools, hashlib, inspect, json, math, os, platform, random, subprocess, sys, tempfile, time, warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['get_device', 'seed_everything', 'atomic_write', 'atomic_write_json', 'atomic_torch_save', 'config_hash', 'renamed',
-           'patch', 'default_cache_dir', 'package_versions', 'git_commit', 'hardware_info', 'hardware_label',
-           'run_manifest', 'write_manifest', 'curve_at']
+           'patch', 'check_int', 'check_number', 'check_choice', 'default_cache_dir', 'package_versions', 'git_commit',
+           'hardware_info', 'hardware_label', 'run_manifest', 'write_manifest', 'curve_at']
 
 # %% ../nbs/00_core.ipynb #bf9bc817
 import numpy as np
@@ -126,6 +126,29 @@ def patch(f): # a function whose first parameter is annotated with the class, e.
     f.__qualname__ = f"{cls.__name__}.{f.__name__}"
     setattr(cls, f.__name__, f)
     return f
+
+# %% ../nbs/00_core.ipynb #b6cb4705
+def check_int(name:str, # the argument's name, for the message
+              v, # the value given
+              lo:int=1, # smallest value accepted
+             ) -> int:
+    "`v` as an `int` if it is a whole number >= `lo` (not a bool); else a `ValueError` naming `name`."
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo: raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    return int(v)
+
+def check_number(name:str, v,
+                 lo:float=0.0, # the bound
+                 strict:bool=True, # `v > lo` (True) or `v >= lo`
+                ) -> float:
+    "`v` as a `float` if it is a finite real number above `lo`; else a `ValueError` naming `name`."
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) or (v <= lo if strict else v < lo):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo:g}, got {v!r}")
+    return float(v)
+
+def check_choice(name:str, v, choices):
+    "`v` if it is one of `choices`; else a `ValueError` that lists them."
+    if v not in choices: raise ValueError(f"unknown {name} {v!r}; valid choices: {', '.join(map(str, choices))}")
+    return v
 
 # %% ../nbs/00_core.ipynb #209451cd
 def default_cache_dir() -> Path:

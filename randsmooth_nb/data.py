@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 # %% ../nbs/07_data.ipynb #3f5ec166
-from .core import atomic_torch_save, get_device, default_cache_dir as cache_root
+from .core import atomic_torch_save, get_device, check_int, default_cache_dir as cache_root
 
 # %% ../nbs/07_data.ipynb #071b14ec
 def dataset_cache_dir() -> Path:
@@ -167,7 +167,7 @@ def make_synthetic(
     if split not in ('train', 'test', 'val'): raise ValueError(f"split must be one of train, test, val; got {split!r}")
     n = (5000 if split == 'train' else 1000) if n is None else n
     for k, v, lo in (('n', n, 1), ('num_classes', num_classes, 2), ('image_size', image_size, 4), ('channels', channels, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"{k} must be an integer >= {lo}, got {v!r}")
+        check_int(k, v, lo)
     gp = torch.Generator().manual_seed(_derive_seed('synthetic-prototypes', seed, num_classes, image_size, channels))
     protos = _smooth_field(num_classes, channels, image_size, gp)
     protos = (protos + protos.flip(-1)) / 2
@@ -380,7 +380,7 @@ def augment(
 ) -> torch.Tensor:
     "Random crop of the padded images + random horizontal flip, for a whole batch at once."
     if x.ndim != 4: raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0: raise ValueError(f"pad must be an integer >= 0, got {pad!r}")
+    check_int('pad', pad, lo=0)
     N, C, H, W = x.shape
     gdev = generator.device
     off = torch.randint(0, 2 * pad + 1, (N, 2), generator=generator, device=gdev).to(x.device)
@@ -419,7 +419,7 @@ class _EpochBatches:
 
     def _epoch_seed(self, epoch, seed, start) -> int:
         "Check `epoch`/`start` and return the seed in use."
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0: raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        check_int('epoch', epoch, lo=0)
         if not 0 <= start <= len(self): raise ValueError(f"start must be in [0, {len(self)}], got {start}")
         return self.seed if seed is None else seed
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from .core import check_int
 
 # %% ../nbs/01_divergences.ipynb #3a88377f
 SUM_TOL = 1e-6 # how far from 1 a probability vector may sum before it is rejected
@@ -154,7 +155,7 @@ def random_stochastic_matrix(
 ) -> torch.Tensor:
     "A random row-stochastic (n_in, n_out) float64 matrix, rows uniform on the simplex (or random one-hot rows)."
     for n, nm in [(n_in, 'n_in'), (n_out, 'n_out')]:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"{nm} must be an integer >= 1, got {n!r}")
+        check_int(nm, n)
     if deterministic:
         j = torch.randint(n_out, (n_in,), generator=generator)
         return torch.nn.functional.one_hot(j, n_out).to(torch.float64)

@@ -18,7 +18,7 @@ import torch.nn as nn
 from scipy import stats
 
 # %% ../nbs/10_evaluation.ipynb #46756edc
-from .core import renamed
+from .core import renamed, check_int
 from .noise import label_counts, RandomizedNetwork
 from .bounds import exact_renyi_sup, risk_gap_bound, entropy
 
@@ -65,7 +65,7 @@ def predict_distribution(model:nn.Module, # randomized (or deterministic) classi
                          generator=None,
                         ) -> LabelDistribution:
     "Plug-in estimate of each input's label distribution from `n` draws, with Clopper-Pearson intervals."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_int('n', n)
     device = device or next(model.parameters()).device
     was = model.training; model.eval()
     try:
@@ -122,7 +122,7 @@ def guaranteed_accuracy_curve(model:nn.Module, # the randomized network
     if alphas is None: alphas = torch.linspace(0, 3 * noise.sd, 50)
     alphas = torch.as_tensor(alphas, dtype=torch.float64)
     if (alphas < 0).any() or not torch.isfinite(alphas).all(): raise ValueError("alphas must be finite and >= 0")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_int('n', n)
     et = entropy_term(model, x, n, estimator, **kw)
     ld = et['dist']
     acc = ld.probs[torch.arange(len(y)), y.cpu()].mean().item()

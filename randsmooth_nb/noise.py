@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 # %% ../nbs/05_noise.ipynb #71ab1788
-from .core import patch
+from .core import patch, check_int
 from .expfamily import ExpFamilyNoise, get_noise
 from .sensitivity import parse_norm, conv_norm_bound
 
@@ -197,10 +197,10 @@ def forward_samples(self:RandomizedNetwork,
                      generator:torch.Generator|None=None, # source of the noise (None: the layer's, else global)
                     ) -> torch.Tensor:
     "Logits of `n` independent draws of M(x) for every input: shape (n, B, K)."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_int('n', n)
     B = x.shape[0]
     if chunk is None: chunk = max(1, rows_per_pass(self, x) // max(B, 1))
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1: raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+    check_int('chunk', chunk)
     outs = []
     for start in range(0, n, chunk):
         c = min(chunk, n - start)
@@ -220,7 +220,7 @@ def label_counts(model:nn.Module, x:torch.Tensor, n:int, max_batch:int|None=None
                  precision:str|None=None, # 'fp32' or 'bf16' autocast of the draws (None: the model's `mc_precision`, else fp32)
                 ) -> torch.Tensor:
     "Per-input counts (B, K) of the predicted label over `n` draws, under `torch.inference_mode` (`max_batch` None: `rows_per_pass`)."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_int('n', n)
     prec = check_mc_precision(precision if precision is not None else getattr(model, 'mc_precision', 'fp32'))
     B = x.shape[0]; c = max(1, (max_batch or rows_per_pass(model, x, grad=False)) // max(B, 1)); counts = None
     with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=prec == 'bf16'):

@@ -20,7 +20,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 # %% ../nbs/14_plan.ipynb #7c7d5a3c
-from .core import default_cache_dir, get_device, hardware_label, patch
+from .core import default_cache_dir, get_device, hardware_label, patch, check_choice
 from .data import load_dataset, is_imagefolder, FolderData, ImageData, _CIFAR
 from .noise import default_max_batch, label_counts
 from .training import TrainConfig, model_key, build_network, train
@@ -35,9 +35,6 @@ SMOKE_SETTINGS = {'exp_imagenet': dict(test_size=16, attack_size=4, attack_batch
 SMOKE_DATA = {'exp_imagenet': {'image_size': 299, 'n': 64}, 'exp_cifar100': {'num_classes': 100}}   # ex.synthetic_kw / ex.num_classes there
 _DEFAULTS = dict(seed=0, data_dir='', out_dir='paper_figures', cache_dir='', device='', download=False, dist='both')
 
-def _choose(what:str, v, choices):
-    if v not in choices: raise ValueError(f"unknown {what} {v!r}; valid choices: {', '.join(map(str, choices))}")
-    return v
 
 def check_overrides(overrides:dict|None) -> dict:
     "Notebook parameters (names of `experiments.PARAMS`, except preset), checked; a ValueError names the valid ones."
@@ -51,7 +48,7 @@ def notebook_settings(notebook:str, # a name from `reproduce.NOTEBOOKS`
                       overrides:dict|None=None, # notebook parameters; those the notebook does not take are ignored
                      ) -> tuple:
     "(cfg, params): the settings `Experiment` resolves for `notebook` at `preset`, and its parameters (the notebooks' defaults)."
-    _choose('notebook', notebook, NOTEBOOKS); _choose('preset', preset, PRESET_NAMES)
+    check_choice('notebook', notebook, NOTEBOOKS); check_choice('preset', preset, PRESET_NAMES)
     names = NOTEBOOK_PARAMS[notebook]
     params = {k: _DEFAULTS.get(k) for k in names}; params['preset'] = preset
     params.update({k: v for k, v in check_overrides(overrides).items() if k in names})
@@ -558,7 +555,7 @@ def plan(preset:str='quick', # paper | quick | smoke
          load_data:bool=True, # read the data sets found (exact sizes, fingerprints for the model cache)
          log=None) -> Plan:
     "What `preset` will cost, per notebook: models to train or cached, passes of training, attacks and draws, and hours."
-    _choose('preset', preset, PRESET_NAMES); _choose('device', device, DEVICES)
+    check_choice('preset', preset, PRESET_NAMES); check_choice('device', device, DEVICES)
     bad = [n for n in only or [] if n not in NOTEBOOKS]
     if bad: raise ValueError(f"unknown notebook(s) {', '.join(map(repr, bad))}; valid choices: {', '.join(NOTEBOOKS)}")
     overrides = check_overrides(overrides)

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% ../nbs/10a_sanity.ipynb #d4525044
-from .core import atomic_write
+from .core import atomic_write, check_int
 from .noise import sample_logits, label_counts
 
 # %% ../nbs/10a_sanity.ipynb #23e7e920
@@ -58,10 +58,6 @@ class SanityResult:
                 'value': self.value, 'threshold': self.threshold, 'detail': self.detail}
 
 # %% ../nbs/10a_sanity.ipynb #b46213a8
-def _pos_int(name, v, lo=1):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    return v
-
 def _noise_free(model) -> bool:
     n = getattr(model, 'noise', None)
     return n is not None and getattr(n, 'sd', None) == 0
@@ -72,7 +68,7 @@ def expected_correct(model:nn.Module, x:torch.Tensor, y:torch.Tensor,
                      max_batch:int|None=None, # rows per forward pass
                     ) -> torch.Tensor:
     "Per input, the fraction of `n_draws` noisy passes that predict the true label (float64, on the CPU)."
-    _pos_int('n_draws', n_draws); _pos_int('batch_size', batch_size)
+    check_int('n_draws', n_draws); check_int('batch_size', batch_size)
     if len(x) != len(y): raise ValueError(f"x has {len(x)} inputs but y has {len(y)} labels")
     dev = next(model.parameters()).device
     n = 1 if _noise_free(model) else n_draws
@@ -211,7 +207,7 @@ def eot_loss_trace(model:nn.Module, attack, x:torch.Tensor, y:torch.Tensor,
                    loss=ce_loss, # (n, B, K) logits, labels -> (B,) losses
                    max_batch:int|None=None) -> dict:
     "Run `attack` once on (x, y), keep its iterates, and evaluate the EoT loss along the run and at its result."
-    _pos_int('points', points, 2)
+    check_int('points', points, 2)
     if getattr(attack, 'model', None) is not model: raise ValueError("attack.model must be `model`: the trace wraps it")
     rec = _IterateRecorder(model, x.shape)
     attack.model = rec
