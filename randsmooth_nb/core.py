@@ -122,7 +122,7 @@ def patch(f): # a function whose first parameter is annotated with the class, e.
     first = next(iter(inspect.signature(f).parameters), None)
     ann = f.__annotations__.get(first) if first else None
     if ann is None: raise TypeError(f"@patch needs the first parameter of {f.__name__} annotated with its class")
-    cls = eval(ann, f.__globals__) if isinstance(ann, str) else ann
+    cls = eval(ann, inspect.unwrap(f).__globals__) if isinstance(ann, str) else ann   # unwrap: a decorated f's own module
     f.__qualname__ = f"{cls.__name__}.{f.__name__}"
     setattr(cls, f.__name__, f)
     return f

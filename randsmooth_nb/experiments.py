@@ -214,7 +214,7 @@ def save_figure(fig, path_stem:str|Path, label:str='') -> list:
     plt.close(fig)
     return out
 
-# %% ../nbs/12_experiments.ipynb #7a35ad70
+# %% ../nbs/12_experiments.ipynb #07d89818
 NOTEBOOK_DATASET = {'exp_cifar100': 'cifar100', 'exp_imagenet': 'imagefolder'}
 NOTEBOOK_ARCH = {'exp_imagenet': 'inception_resnet_v2'}
 # ImageNet at the paper preset: the paper's 120 epochs at batch 256 (dropout 0.8 in TF's keep-probability terms is
@@ -238,6 +238,7 @@ def notebook_config(name:str, # an experiment notebook, e.g. 'exp_table1'
     if params.get('epochs') is not None: cfg['noisy_epochs'] = None   # an explicit `epochs` is every network's
     return cfg
 
+# %% ../nbs/12_experiments.ipynb #155eb760
 class Experiment:
     "Shared state of one experiment notebook run: config, data, models, cached evaluations, writers."
     def __init__(self, name:str, params:dict, num_classes:int|None=None, synthetic_kw:dict|None=None):
@@ -261,160 +262,175 @@ class Experiment:
 
     ETA_BUDGET_S = 10.0   # seconds of calibration for the ETA printed at the start (0: pass counts only)
 
-    def print_plan(self) -> float|None:
-        "Print this notebook's plan (`plan.plan`: models to train or cached, passes) with an ETA on this device; return the hours."
-        from randsmooth_nb.plan import plan
-        over = {k: v for k, v in self.params.items() if k in PARAMS and k != 'preset' and v is not None}
-        dd = over.pop('data_dir', '')
-        try:
-            p = plan(self.preset, [self.name], over, dd, dd, dd, str(self.cache_dir), self.device.type,
-                     calibration=self.ETA_BUDGET_S > 0, budget_s=self.ETA_BUDGET_S)
-        except Exception as e:                         # an ETA must never stop an experiment
-            print(f"{self.name}: no plan ({type(e).__name__}: {e})"); return None
-        t = p.total; h = t['hours']
-        print(f"{self.name} at preset {self.preset}: {t['to_train']} network(s) to train, {t['cached']} cached; "
-              f"{t['passes'].train:,} training, {t['passes'].attack:,} attack and {t['passes'].forward:,} forward passes; "
-              + (f"ETA {h:.2f} h on {p.device} (from a {self.ETA_BUDGET_S:g} s calibration; `make plan` for details)" if h is not None else "no ETA"))
-        return h
-
-    # ---- data
-    def data(self):
-        "(train, test) data sets, loaded once."
-        if self._data is None:
-            ds = self.cfg['dataset']
-            if ds == 'synthetic':
-                kw = {'n': 512, 'image_size': 16, 'seed': self.seed, **self.synthetic_kw}
-                if self.num_classes: kw['num_classes'] = self.num_classes
-                tr = load_dataset('synthetic', 'train', **kw)
-                te = load_dataset('synthetic', 'test', **{**kw, 'n': max(128, self.cfg['test_size'])})
-            elif ds == 'imagefolder':                 # ImageNet-style: train/ and val/ (or test/) folders, 299x299
-                dd = self.params.get('data_dir')
-                if not dd: raise FileNotFoundError(f"{self.name} needs data_dir: an ImageFolder with train/<class>/ and val/<class>/ (or test/)")
-                te_split = 'val' if (Path(dd)/'val').is_dir() else 'test'
-                tr = load_dataset('imagefolder', 'train', dd, image_size=299, limit=self.cfg['train_size'], stream=True)
-                te = load_dataset('imagefolder', te_split, dd, image_size=299, limit=self.cfg['test_size'])
-            else:
-                # data_dir "": the cache, where torchvision downloads the data set if it is not there yet;
-                # a given data_dir is read as it is (downloaded into only with download=True)
-                given = self.params.get('data_dir')
-                dd = given or (str(self.cache_dir/'data') if self.params.get('cache_dir') else None)
-                kw = dict(data_dir=dd, download=bool(self.params.get('download', False)) or not given)
-                tr, te = load_dataset(ds, 'train', **kw), load_dataset(ds, 'test', **kw)
-            self._data = (tr, te)
-        return self._data
-
     @property
     def data_label(self) -> str: return self.data()[1].label
 
     @property
     def label(self) -> str: return f"preset: {self.preset} · data: {self.data_label} · hardware: {self.hardware}"
 
-    def test_xy(self, n:int|None=None, offset:int=0):
-        "A fixed, class-stratified subset of `n` test images (inputs in [-1, 1], labels)."
-        te = self.data()[1]
-        n = min(n or self.cfg['test_size'], len(te))
-        sub = te.subset(n, seed=self.seed + offset) if n < len(te) else te
-        return to_model_range(sub.x), sub.y
+# %% ../nbs/12_experiments.ipynb #d5874278
+@patch
+def print_plan(self:Experiment) -> float|None:
+    "Print this notebook's plan (`plan.plan`: models to train or cached, passes) with an ETA on this device; return the hours."
+    from randsmooth_nb.plan import plan
+    over = {k: v for k, v in self.params.items() if k in PARAMS and k != 'preset' and v is not None}
+    dd = over.pop('data_dir', '')
+    try:
+        p = plan(self.preset, [self.name], over, dd, dd, dd, str(self.cache_dir), self.device.type,
+                 calibration=self.ETA_BUDGET_S > 0, budget_s=self.ETA_BUDGET_S)
+    except Exception as e:                         # an ETA must never stop an experiment
+        print(f"{self.name}: no plan ({type(e).__name__}: {e})"); return None
+    t = p.total; h = t['hours']
+    print(f"{self.name} at preset {self.preset}: {t['to_train']} network(s) to train, {t['cached']} cached; "
+          f"{t['passes'].train:,} training, {t['passes'].attack:,} attack and {t['passes'].forward:,} forward passes; "
+          + (f"ETA {h:.2f} h on {p.device} (from a {self.ETA_BUDGET_S:g} s calibration; `make plan` for details)" if h is not None else "no ETA"))
+    return h
 
-    # ---- models
-    def train_config(self, dist:str='gaussian', sd:float=0.0, at:str='input', madry:bool=False) -> TrainConfig:
-        tr = self.data()[0]
-        ep = self.cfg['epochs'] if sd == 0 or madry or self.cfg.get('noisy_epochs') is None else self.cfg['noisy_epochs']
-        kw = dict(arch=self.cfg['arch'], num_classes=self.num_classes or tr.num_classes, epochs=ep,
-                  batch_size=self.cfg['batch_size'], train_size=self.cfg['train_size'], seed=self.seed, dropout=self.cfg['dropout'])
-        if self.cfg.get('recipe', 'paper') == 'fast':
-            kw = {**FAST_RECIPE, **kw, 'dropout': 0.0}
-            if madry: kw.update(self.cfg.get('madry_overrides', {}))
-        if madry: return madry_config(**kw)
-        return TrainConfig(dist=dist if sd > 0 else 'gaussian', sd=float(sd), at=at, **kw)
+# %% ../nbs/12_experiments.ipynb #4c07e3ad
+@patch
+def data(self:Experiment):
+    "(train, test) data sets, loaded once."
+    if self._data is None:
+        ds = self.cfg['dataset']
+        if ds == 'synthetic':
+            kw = {'n': 512, 'image_size': 16, 'seed': self.seed, **self.synthetic_kw}
+            if self.num_classes: kw['num_classes'] = self.num_classes
+            tr = load_dataset('synthetic', 'train', **kw)
+            te = load_dataset('synthetic', 'test', **{**kw, 'n': max(128, self.cfg['test_size'])})
+        elif ds == 'imagefolder':                 # ImageNet-style: train/ and val/ (or test/) folders, 299x299
+            dd = self.params.get('data_dir')
+            if not dd: raise FileNotFoundError(f"{self.name} needs data_dir: an ImageFolder with train/<class>/ and val/<class>/ (or test/)")
+            te_split = 'val' if (Path(dd)/'val').is_dir() else 'test'
+            tr = load_dataset('imagefolder', 'train', dd, image_size=299, limit=self.cfg['train_size'], stream=True)
+            te = load_dataset('imagefolder', te_split, dd, image_size=299, limit=self.cfg['test_size'])
+        else:
+            # data_dir "": the cache, where torchvision downloads the data set if it is not there yet;
+            # a given data_dir is read as it is (downloaded into only with download=True)
+            given = self.params.get('data_dir')
+            dd = given or (str(self.cache_dir/'data') if self.params.get('cache_dir') else None)
+            kw = dict(data_dir=dd, download=bool(self.params.get('download', False)) or not given)
+            tr, te = load_dataset(ds, 'train', **kw), load_dataset(ds, 'test', **kw)
+        self._data = (tr, te)
+    return self._data
 
-    def model(self, dist:str='gaussian', sd:float=0.0, at:str='input', madry:bool=False):
-        "The trained randomized network for this setting (shared cache: trained at most once)."
-        cfg = self.train_config(dist, sd, at, madry)
-        tr, te = self.data()
-        res = get_model(cfg, tr, te, cache_dir=self.cache_dir, device=self.device, progress=True)
-        if hasattr(res.model, 'mc_precision'): res.model.mc_precision = self.mc_precision   # `noise.label_counts` reads it
-        name = 'madry' if madry else ('none' if sd == 0 else f"{dist}-{sd}" + ('' if at == 'input' else f"-{at}"))
-        self.models[name] = {'key': res.key, 'status': res.status, 'train_time_s': round(res.train_time_s, 1),
-                             'test_acc_during_training': res.test_accuracy}
-        return res.model
+@patch
+def test_xy(self:Experiment, n:int|None=None, offset:int=0):
+    "A fixed, class-stratified subset of `n` test images (inputs in [-1, 1], labels)."
+    te = self.data()[1]
+    n = min(n or self.cfg['test_size'], len(te))
+    sub = te.subset(n, seed=self.seed + offset) if n < len(te) else te
+    return to_model_range(sub.x), sub.y
 
-    # ---- what to run
-    def dists(self) -> tuple:
-        "The noise distributions requested by the `dist` parameter."
-        d = self.params.get('dist', 'both')
-        return ('gaussian', 'laplace') if d == 'both' else (d,)
+# %% ../nbs/12_experiments.ipynb #8f573966
+@patch
+def train_config(self:Experiment, dist:str='gaussian', sd:float=0.0, at:str='input', madry:bool=False) -> TrainConfig:
+    tr = self.data()[0]
+    ep = self.cfg['epochs'] if sd == 0 or madry or self.cfg.get('noisy_epochs') is None else self.cfg['noisy_epochs']
+    kw = dict(arch=self.cfg['arch'], num_classes=self.num_classes or tr.num_classes, epochs=ep,
+              batch_size=self.cfg['batch_size'], train_size=self.cfg['train_size'], seed=self.seed, dropout=self.cfg['dropout'])
+    if self.cfg.get('recipe', 'paper') == 'fast':
+        kw = {**FAST_RECIPE, **kw, 'dropout': 0.0}
+        if madry: kw.update(self.cfg.get('madry_overrides', {}))
+    if madry: return madry_config(**kw)
+    return TrainConfig(dist=dist if sd > 0 else 'gaussian', sd=float(sd), at=at, **kw)
 
-    def settings(self, sds) -> list:
-        "(dist, sd) pairs to run: the `sd` parameter if set, else `sds`, for every requested distribution."
-        if self.params.get('sd') is not None: sds = (self.params['sd'],)
-        return [(d, float(s)) for d in self.dists() for s in sds]
+@patch
+def model(self:Experiment, dist:str='gaussian', sd:float=0.0, at:str='input', madry:bool=False):
+    "The trained randomized network for this setting (shared cache: trained at most once)."
+    cfg = self.train_config(dist, sd, at, madry)
+    tr, te = self.data()
+    res = get_model(cfg, tr, te, cache_dir=self.cache_dir, device=self.device, progress=True)
+    if hasattr(res.model, 'mc_precision'): res.model.mc_precision = self.mc_precision   # `noise.label_counts` reads it
+    name = 'madry' if madry else ('none' if sd == 0 else f"{dist}-{sd}" + ('' if at == 'input' else f"-{at}"))
+    self.models[name] = {'key': res.key, 'status': res.status, 'train_time_s': round(res.train_time_s, 1),
+                         'test_acc_during_training': res.test_accuracy}
+    return res.model
 
-    def attack(self, kind:str, noisy:bool=True, **over) -> dict:
-        "Attack settings of the preset: kind 'pgd', 'pgd_l2', 'cw' or 'ead'; EoT 1 for a network without noise."
-        c = self.cfg; eot = c['eot'] if noisy else 1
-        if kind == 'pgd': a = dict(kind='pgd', eps=c['pgd_eps'], step=c['pgd_step'], steps=c['pgd_steps'], norm='linf', eot=eot)
-        elif kind == 'pgd_l2': a = dict(kind='pgd', eps=0.25, step=0.025, steps=c['pgd_steps'], norm='l2', eot=eot)
-        elif kind == 'cw': a = dict(kind='cw', steps=c['cw_steps'], binary_search_steps=c['binary_search_steps'], lr=0.01,
-                                    initial_const=c['initial_const'], eot=eot)
-        elif kind == 'ead': a = dict(kind='ead', beta=1e-2, steps=c['ead_steps'], binary_search_steps=c['binary_search_steps'],
-                                     lr=0.01, decision_rule='EN', initial_const=c['initial_const'], eot=eot)
-        else: raise ValueError(f"unknown attack kind {kind!r}; valid choices: pgd, pgd_l2, cw, ead")
-        prec = attack_precision(c.get('attack_precision', 'fp32'), self.device)
-        if prec != 'fp32': a['precision'] = prec      # C&W/EAD confirm their examples in fp32 (`attacks.confirm_fp32`)
-        a.update(over)
-        return a
+# %% ../nbs/12_experiments.ipynb #c624b525
+@patch
+def dists(self:Experiment) -> tuple:
+    "The noise distributions requested by the `dist` parameter."
+    d = self.params.get('dist', 'both')
+    return ('gaussian', 'laplace') if d == 'both' else (d,)
 
-    # ---- evaluations
-    def cached(self, name:str, key:dict, fn):
-        """JSON-serialisable result of `fn(partial_path)`, cached under `<cache>/evals/` by a hash of `key`.
-        `fn` may keep resumable progress in `partial_path`; it is removed once the result is stored."""
-        if self.mc_precision != 'fp32': key = {**key, 'mc_precision': self.mc_precision}   # fp32 keys stay as they were
-        d = self.cache_dir/'evals'; h = config_hash(key)
-        path, partial = d/f"{name}-{h}.json", d/f"{name}-{h}.partial.json"
-        if not path.exists():
-            seed_everything(self.seed)
-            atomic_write_json(path, fn(partial)); partial.unlink(missing_ok=True)
-        return json.loads(path.read_text())
+@patch
+def settings(self:Experiment, sds) -> list:
+    "(dist, sd) pairs to run: the `sd` parameter if set, else `sds`, for every requested distribution."
+    if self.params.get('sd') is not None: sds = (self.params['sd'],)
+    return [(d, float(s)) for d in self.dists() for s in sds]
 
-    def accuracy(self, model, x, y, attack:dict|None=None) -> dict:
-        "Accuracy on clean inputs (attack=None) or under `attack` (settings from `self.attack`): cached, resumable."
-        key = {'model': digest(*model.state_dict().values()), 'attack': attack or {}, 'data': digest(x, y),
-               'n_vote': self.cfg['n_vote'], 'seed': self.seed}
-        def run(partial):
-            atk = make_attack(model, attack) if attack else None
-            r = accuracy_under_attack(model, atk, x, y, batch_size=self.cfg['attack_batch'], n_vote=self.cfg['n_vote'],
-                                      device=self.device, state_path=partial, progress=True)
-            return {**r, 'attack': attack or {}}
-        return self.cached('acc', key, run)
+@patch
+def attack(self:Experiment, kind:str, noisy:bool=True, **over) -> dict:
+    "Attack settings of the preset: kind 'pgd', 'pgd_l2', 'cw' or 'ead'; EoT 1 for a network without noise."
+    c = self.cfg; eot = c['eot'] if noisy else 1
+    if kind == 'pgd': a = dict(kind='pgd', eps=c['pgd_eps'], step=c['pgd_step'], steps=c['pgd_steps'], norm='linf', eot=eot)
+    elif kind == 'pgd_l2': a = dict(kind='pgd', eps=0.25, step=0.025, steps=c['pgd_steps'], norm='l2', eot=eot)
+    elif kind == 'cw': a = dict(kind='cw', steps=c['cw_steps'], binary_search_steps=c['binary_search_steps'], lr=0.01,
+                                initial_const=c['initial_const'], eot=eot)
+    elif kind == 'ead': a = dict(kind='ead', beta=1e-2, steps=c['ead_steps'], binary_search_steps=c['binary_search_steps'],
+                                 lr=0.01, decision_rule='EN', initial_const=c['initial_const'], eot=eot)
+    else: raise ValueError(f"unknown attack kind {kind!r}; valid choices: pgd, pgd_l2, cw, ead")
+    prec = attack_precision(c.get('attack_precision', 'fp32'), self.device)
+    if prec != 'fp32': a['precision'] = prec      # C&W/EAD confirm their examples in fp32 (`attacks.confirm_fp32`)
+    a.update(over)
+    return a
 
-    @renamed(p_norm='p')
-    def guaranteed_curve(self, model, x, y, alphas, p=None, dim:int|None=None) -> dict:
-        "`evaluation.guaranteed_accuracy_curve` with the preset's draws, cached; tensors come back as tensors."
-        from randsmooth_nb.evaluation import guaranteed_accuracy_curve
-        alphas = torch.as_tensor(alphas, dtype=torch.float64)
-        key = {'model': digest(*model.state_dict().values()), 'data': digest(x, y), 'alphas': alphas.tolist(),
-               'n': self.cfg['entropy_draws'], 'p': p, 'dim': dim, 'seed': self.seed}
-        def run(partial):
-            c = guaranteed_accuracy_curve(model, (x, y), p=p, alphas=alphas, n=self.cfg['entropy_draws'], dim=dim)
-            return {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in c.items()}
-        return {k: torch.tensor(v) if isinstance(v, list) else v for k, v in self.cached('theorem2', key, run).items()}
+# %% ../nbs/12_experiments.ipynb #577a2bf6
+@patch
+def cached(self:Experiment, name:str, key:dict, fn):
+    """JSON-serialisable result of `fn(partial_path)`, cached under `<cache>/evals/` by a hash of `key`.
+    `fn` may keep resumable progress in `partial_path`; it is removed once the result is stored."""
+    if self.mc_precision != 'fp32': key = {**key, 'mc_precision': self.mc_precision}   # fp32 keys stay as they were
+    d = self.cache_dir/'evals'; h = config_hash(key)
+    path, partial = d/f"{name}-{h}.json", d/f"{name}-{h}.partial.json"
+    if not path.exists():
+        seed_everything(self.seed)
+        atomic_write_json(path, fn(partial)); partial.unlink(missing_ok=True)
+    return json.loads(path.read_text())
 
-    # ---- outputs
-    def table(self, stem:str, rows:list, caption:str=''):
-        cap = (caption + ' — ' if caption else '') + self.label
-        self.artifacts += [str(p) for p in write_table(self.out/stem, rows, cap)]
+@patch
+def accuracy(self:Experiment, model, x, y, attack:dict|None=None) -> dict:
+    "Accuracy on clean inputs (attack=None) or under `attack` (settings from `self.attack`): cached, resumable."
+    key = {'model': digest(*model.state_dict().values()), 'attack': attack or {}, 'data': digest(x, y),
+           'n_vote': self.cfg['n_vote'], 'seed': self.seed}
+    def run(partial):
+        atk = make_attack(model, attack) if attack else None
+        r = accuracy_under_attack(model, atk, x, y, batch_size=self.cfg['attack_batch'], n_vote=self.cfg['n_vote'],
+                                  device=self.device, state_path=partial, progress=True)
+        return {**r, 'attack': attack or {}}
+    return self.cached('acc', key, run)
 
-    def figure(self, fig, stem:str):
-        self.artifacts += [str(p) for p in save_figure(fig, self.out/stem, self.label)]
+@patch
+@renamed(p_norm='p')
+def guaranteed_curve(self:Experiment, model, x, y, alphas, p=None, dim:int|None=None) -> dict:
+    "`evaluation.guaranteed_accuracy_curve` with the preset's draws, cached; tensors come back as tensors."
+    from randsmooth_nb.evaluation import guaranteed_accuracy_curve
+    alphas = torch.as_tensor(alphas, dtype=torch.float64)
+    key = {'model': digest(*model.state_dict().values()), 'data': digest(x, y), 'alphas': alphas.tolist(),
+           'n': self.cfg['entropy_draws'], 'p': p, 'dim': dim, 'seed': self.seed}
+    def run(partial):
+        c = guaranteed_accuracy_curve(model, (x, y), p=p, alphas=alphas, n=self.cfg['entropy_draws'], dim=dim)
+        return {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in c.items()}
+    return {k: torch.tensor(v) if isinstance(v, list) else v for k, v in self.cached('theorem2', key, run).items()}
 
-    def finish(self, **summary) -> dict:
-        "Write the JSON manifest of this notebook's run."
-        m = run_manifest({'notebook': self.name, 'params': self.params, 'resolved': self.cfg}, self.seed, self.device,
-                         data=self.data_label if self._data is not None else None, models=self.models,
-                         artifacts=self.artifacts, wall_time_s=round(time.time() - self.t0, 1), status='ok', summary=summary)
-        atomic_write_json(self.out/f"{self.name}.json", m)
-        return m
+# %% ../nbs/12_experiments.ipynb #fd021025
+@patch
+def table(self:Experiment, stem:str, rows:list, caption:str=''):
+    cap = (caption + ' — ' if caption else '') + self.label
+    self.artifacts += [str(p) for p in write_table(self.out/stem, rows, cap)]
+
+@patch
+def figure(self:Experiment, fig, stem:str):
+    self.artifacts += [str(p) for p in save_figure(fig, self.out/stem, self.label)]
+
+@patch
+def finish(self:Experiment, **summary) -> dict:
+    "Write the JSON manifest of this notebook's run."
+    m = run_manifest({'notebook': self.name, 'params': self.params, 'resolved': self.cfg}, self.seed, self.device,
+                     data=self.data_label if self._data is not None else None, models=self.models,
+                     artifacts=self.artifacts, wall_time_s=round(time.time() - self.t0, 1), status='ok', summary=summary)
+    atomic_write_json(self.out/f"{self.name}.json", m)
+    return m
 
 def make_attack(model, cfg:dict):
     "Build an attack object from a settings dict with a `kind` key ('pgd', 'cw', 'ead')."
