@@ -117,14 +117,18 @@ def renamed(**old_to_new): # old keyword name -> new keyword name
     return deco
 
 # %% ../nbs/00_core.ipynb #e45d2a85
-def patch(f): # a function whose first parameter is annotated with the class, e.g. `def step(self:Learner, ...)`
-    "Decorator: make `f` a method of the class its first parameter is annotated with."
+def patch(f=None, # a function whose first parameter is annotated with the class, e.g. `def step(self:Learner, ...)`
+          *, as_prop:bool=False, # add it as a read-only property
+          cls_method:bool=False, # add it as a classmethod (first parameter `cls:Class`)
+         ):
+    "Decorator: make `f` a method (or property, or classmethod) of the class its first parameter is annotated with."
+    if f is None: return functools.partial(patch, as_prop=as_prop, cls_method=cls_method)
     first = next(iter(inspect.signature(f).parameters), None)
     ann = f.__annotations__.get(first) if first else None
     if ann is None: raise TypeError(f"@patch needs the first parameter of {f.__name__} annotated with its class")
     cls = eval(ann, inspect.unwrap(f).__globals__) if isinstance(ann, str) else ann   # unwrap: a decorated f's own module
     f.__qualname__ = f"{cls.__name__}.{f.__name__}"
-    setattr(cls, f.__name__, f)
+    setattr(cls, f.__name__, property(f) if as_prop else classmethod(f) if cls_method else f)
     return f
 
 # %% ../nbs/00_core.ipynb #b6cb4705

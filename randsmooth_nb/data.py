@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 # %% ../nbs/07_data.ipynb #3f5ec166
-from .core import atomic_torch_save, get_device, check_int, default_cache_dir as cache_root
+from .core import atomic_torch_save, get_device, check_int, patch, default_cache_dir as cache_root
 
 # %% ../nbs/07_data.ipynb #071b14ec
 def dataset_cache_dir() -> Path:
@@ -495,7 +495,14 @@ def _check_range(name, v, hi=None):
     if not ok or (hi is not None and v[1] > hi):
         raise ValueError(f"{name} must be a pair (lo, hi) with 0 < lo <= hi{f' <= {hi}' if hi else ''}, got {v!r}")
 
-# %% ../nbs/07_data.ipynb #32c4ebca
+# %% ../nbs/07_data.ipynb #1454a493
+def _relative_paths(files, root:Path) -> np.ndarray:
+    "File paths as byte strings relative to `root` (a byte-string array is taken as already relative)."
+    if isinstance(files, np.ndarray) and files.dtype.kind == 'S': return files
+    rb = os.fsencode(str(root))
+    rel = [f if isinstance(f, bytes) else os.path.relpath(os.fsencode(str(f)), rb) for f in files]
+    return np.array(rel) if rel else np.zeros(0, dtype='S1')
+
 class FolderData(_Split):
     "An ImageFolder split decoded lazily: file list and labels in memory, pixels read when batches are drawn."
     name = 'imagefolder'
@@ -513,12 +520,7 @@ class FolderData(_Split):
         files = list(files) if not isinstance(files, np.ndarray) else files
         if root is None:
             root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if len(files) else '.'
-        self.root = Path(root)
-        if isinstance(files, np.ndarray) and files.dtype.kind == 'S': rel = files
-        else:
-            rb = os.fsencode(str(self.root))
-            rel = [f if isinstance(f, bytes) else os.path.relpath(os.fsencode(str(f)), rb) for f in files]
-            rel = np.array(rel) if rel else np.zeros(0, dtype='S1')
+        self.root = Path(root); rel = _relative_paths(files, self.root)
         y = torch.as_tensor(y)
         if y.ndim != 1 or len(y) != len(rel): raise ValueError(f"y must have shape ({len(rel)},), got {tuple(y.shape)}")
         y = y.to(torch.int64)
@@ -527,70 +529,81 @@ class FolderData(_Split):
         self._rel, self.y, self.classes, self.image_size = rel, y, list(classes), image_size
         self.name, self.label, self.source, self._fp, self._limit = name, label or name, source, None, None
 
-    @classmethod
-    def from_folder(cls,
-                    root, # directory with train/<class>/ and test/<class>/ (or val/<class>/)
-                    split:str='train',
-                    image_size:int=299,
-                    limit:int|None=None, # keep at most this many files (stratified, first files in name order)
-                    name:str='imagefolder',
-                    label:str|None=None) -> FolderData:
-        "List an ImageFolder split (the same files and labels as `load_imagefolder`) without decoding it."
-        root = Path(root).expanduser().resolve()
-        if not root.is_dir(): raise FileNotFoundError(f"{root} does not exist; expected an ImageFolder layout {_LAYOUT.replace('DIR', str(root))}")
-        sd, classes, files, y = _scan_imagefolder(root, split)
-        if limit is not None and limit < len(files):
-            idx = _stratified_take(y, limit, torch.arange(len(files)), len(classes))
-            files, y = [files[i] for i in idx.tolist()], y[idx]
-        out = cls(files, y, classes, image_size, name, label or f'ImageFolder: {root.name}', source=str(sd), root=root)
-        out._limit = limit
-        return out
+# %% ../nbs/07_data.ipynb #96a85518
+@patch(cls_method=True)
+def from_folder(cls:FolderData,
+                root, # directory with train/<class>/ and test/<class>/ (or val/<class>/)
+                split:str='train',
+                image_size:int=299,
+                limit:int|None=None, # keep at most this many files (stratified, first files in name order)
+                name:str='imagefolder',
+                label:str|None=None) -> FolderData:
+    "List an ImageFolder split (the same files and labels as `load_imagefolder`) without decoding it."
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir(): raise FileNotFoundError(f"{root} does not exist; expected an ImageFolder layout {_LAYOUT.replace('DIR', str(root))}")
+    sd, classes, files, y = _scan_imagefolder(root, split)
+    if limit is not None and limit < len(files):
+        idx = _stratified_take(y, limit, torch.arange(len(files)), len(classes))
+        files, y = [files[i] for i in idx.tolist()], y[idx]
+    out = cls(files, y, classes, image_size, name, label or f'ImageFolder: {root.name}', source=str(sd), root=root)
+    out._limit = limit
+    return out
 
-    @property
-    def files(self) -> list[Path]: return [self.root / os.fsdecode(r) for r in self._rel]
-    @property
-    def image_shape(self) -> tuple: return (3, self.image_size, self.image_size)
-    def __repr__(self):
-        return (f"FolderData({self.label!r}: {len(self)} images streamed as {'x'.join(map(str, self.image_shape))}, "
-                f"{self.num_classes} classes, from {self.source or self.root})")
+# %% ../nbs/07_data.ipynb #a0873236
+@patch(as_prop=True)
+def files(self:FolderData) -> list[Path]: return [self.root / os.fsdecode(r) for r in self._rel]
 
-    @property
-    def fingerprint(self) -> str:
-        "16 hex digits of SHA-256 over image_size, classes and each file's relative path, size, mtime and label."
-        if self._fp is None:
-            h = hashlib.sha256(json.dumps({'format': 1, 'kind': 'folder', 'image_size': self.image_size,
-                                           'classes': self.classes, 'n': len(self)}).encode())
-            rb = os.fsencode(str(self.root))
-            for r, lab in zip(self._rel.tolist(), self.y.tolist()):
-                st = os.stat(os.path.join(rb, r))
-                h.update(r + f"\0{st.st_size}\0{st.st_mtime_ns}\0{lab}\n".encode())
-            self._fp = h.hexdigest()[:16]
-        return self._fp
+@patch(as_prop=True)
+def image_shape(self:FolderData) -> tuple: return (3, self.image_size, self.image_size)
 
-    def _item(self, i): return _FolderSamples(self, None, None)[(i, None)]   # decoded, resized, center-cropped
-    def _new(self, idx):
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        return FolderData(self._rel[idx.numpy()], self.y[idx], self.classes, self.image_size, self.name, self.label,
-                          self.source, self.root)
+@patch
+def __repr__(self:FolderData):
+    return (f"FolderData({self.label!r}: {len(self)} images streamed as {'x'.join(map(str, self.image_shape))}, "
+            f"{self.num_classes} classes, from {self.source or self.root})")
 
-    def to(self, device) -> FolderData:
-        "Itself: the images stay on disk (batches are moved to the device by `FolderBatches`)."
-        get_device(device)
-        return self
+@patch(as_prop=True)
+def fingerprint(self:FolderData) -> str:
+    "16 hex digits of SHA-256 over image_size, classes and each file's relative path, size, mtime and label."
+    if self._fp is None:
+        h = hashlib.sha256(json.dumps({'format': 1, 'kind': 'folder', 'image_size': self.image_size,
+                                       'classes': self.classes, 'n': len(self)}).encode())
+        rb = os.fsencode(str(self.root))
+        for r, lab in zip(self._rel.tolist(), self.y.tolist()):
+            st = os.stat(os.path.join(rb, r))
+            h.update(r + f"\0{st.st_size}\0{st.st_mtime_ns}\0{lab}\n".encode())
+        self._fp = h.hexdigest()[:16]
+    return self._fp
 
-    def materialize(self,
-                    limit:int|None=None, # decode at most this many images (stratified, first files in order)
-                    cache:bool=True, # read/write the decoded tensors under dataset_cache_dir()
-                   ) -> ImageData:
-        "Decode (part of) the split into an in-memory `ImageData`: shorter side resized to image_size, center crop."
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-        d = self if limit is None or limit >= len(self) else \
-            self._new(_stratified_take(self.y, limit, torch.arange(len(self)), self.num_classes))
-        if not len(d): raise ValueError("cannot materialize an empty FolderData")
-        sd = Path(self.source) if self.source else self.root
-        return _decode_files(self.root, sd, d.files, d.y, self.classes, self.image_size,
-                             self._limit if limit is None else limit, cache and self.source is not None, self.name, self.label)
+# %% ../nbs/07_data.ipynb #6def5e61
+@patch
+def _item(self:FolderData, i): return _FolderSamples(self, None, None)[(i, None)]   # decoded, resized, center-cropped
+
+@patch
+def _new(self:FolderData, idx):
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    return FolderData(self._rel[idx.numpy()], self.y[idx], self.classes, self.image_size, self.name, self.label,
+                      self.source, self.root)
+
+@patch
+def to(self:FolderData, device) -> FolderData:
+    "Itself: the images stay on disk (batches are moved to the device by `FolderBatches`)."
+    get_device(device)
+    return self
+
+@patch
+def materialize(self:FolderData,
+                limit:int|None=None, # decode at most this many images (stratified, first files in order)
+                cache:bool=True, # read/write the decoded tensors under dataset_cache_dir()
+               ) -> ImageData:
+    "Decode (part of) the split into an in-memory `ImageData`: shorter side resized to image_size, center crop."
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    d = self if limit is None or limit >= len(self) else \
+        self._new(_stratified_take(self.y, limit, torch.arange(len(self)), self.num_classes))
+    if not len(d): raise ValueError("cannot materialize an empty FolderData")
+    sd = Path(self.source) if self.source else self.root
+    return _decode_files(self.root, sd, d.files, d.y, self.classes, self.image_size,
+                         self._limit if limit is None else limit, cache and self.source is not None, self.name, self.label)
 
 # %% ../nbs/07_data.ipynb #02709a1e
 class _FolderSamples(torch.utils.data.Dataset):
