@@ -124,19 +124,12 @@ def build_network(config:TrainConfig, input_hw:tuple|None=None) -> RandomizedNet
     return RandomizedNetwork(base, NoiseInjection(config.dist, config.sd), at=config.at, input_hw=input_hw)
 
 # %% ../nbs/08_training.ipynb #302f1fdc
-def pgd_linf_train(model:nn.Module, x:torch.Tensor, y:torch.Tensor, eps:float, step:float, steps:int) -> torch.Tensor:
-    "PGD-`steps` l_inf adversarial examples with a uniform random start, inside [-1, 1]."
-    was_training = model.training
-    model.eval()
-    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(-1, 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y)
-        g, = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + step * g.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(-1, 1)
-    model.train(was_training)
-    return x_adv.detach()
+def pgd_linf_train(model:nn.Module, x:torch.Tensor, y:torch.Tensor, eps:float, step:float, steps:int,
+                   precision:str='fp32', # 'bf16' inside a bf16 training step (the attack's forward passes)
+                  ) -> torch.Tensor:
+    "Madry et al.'s training examples: `attacks.PGD` (l_inf, uniform random start, one draw per step), inside [-1, 1]."
+    from randsmooth_nb.attacks import PGD
+    return PGD(model, eps=eps, step=step, steps=steps, norm='linf', random_start=True, eot=1, precision=precision)(x, y)
 
 # %% ../nbs/08_training.ipynb #31e5ff1c
 def accuracy(model:nn.Module, x:torch.Tensor, y:torch.Tensor, batch_size:int=500, device=None) -> float:
@@ -337,7 +330,8 @@ def train_step(s:TrainState, xb:torch.Tensor, yb:torch.Tensor) -> float:
     lr = learning_rate(cfg, s.step, s.total)
     for g in s.opt.param_groups: g['lr'] = lr * g['lr_scale']
     with torch.autocast(device_type=s.device.type, dtype=s.amp_dtype or torch.bfloat16, enabled=s.amp_dtype is not None):
-        if cfg.adversarial: xb = pgd_linf_train(net, xb, yb, cfg.adv_eps, cfg.adv_step, cfg.adv_steps)
+        if cfg.adversarial: xb = pgd_linf_train(net, xb, yb, cfg.adv_eps, cfg.adv_step, cfg.adv_steps,
+                                                'bf16' if s.amp_dtype == torch.bfloat16 else 'fp32')
         logits = s.model(xb); loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
     s.opt.zero_grad(set_to_none=True)
     s.scaler.scale(loss).backward()
