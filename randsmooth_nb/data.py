@@ -243,6 +243,16 @@ def _cache_key(root:Path, sd:Path, files, image_size, limit) -> str:
         st = os.stat(f); h.update(f"{f.parent.name}/{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
+def _list_split(root, split:str, limit:int|None):
+    "(root, split dir, classes, files, labels) of an ImageFolder split, at most `limit` files (stratified, first in name order)."
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir(): raise FileNotFoundError(f"{root} does not exist; expected an ImageFolder layout {_LAYOUT.replace('DIR', str(root))}")
+    sd, classes, files, y = _scan_imagefolder(root, split)
+    if limit is not None and limit < len(files):
+        idx = _stratified_take(y, limit, torch.arange(len(files)), len(classes))
+        files, y = [files[i] for i in idx.tolist()], y[idx]
+    return root, sd, classes, files, y
+
 def load_imagefolder(
     root, # directory with train/<class>/ and test/<class>/ (or val/<class>/)
     split:str='train',
@@ -253,12 +263,7 @@ def load_imagefolder(
     label:str|None=None,
 ) -> ImageData:
     "Decode an ImageFolder split into an `ImageData` (cached as a .pt file)."
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir(): raise FileNotFoundError(f"{root} does not exist; expected an ImageFolder layout {_LAYOUT.replace('DIR', str(root))}")
-    sd, classes, files, y = _scan_imagefolder(root, split)
-    if limit is not None and limit < len(files):
-        idx = _stratified_take(y, limit, torch.arange(len(files)), len(classes))
-        files, y = [files[i] for i in idx.tolist()], y[idx]
+    root, sd, classes, files, y = _list_split(root, split, limit)
     label = label or f'ImageFolder: {root.name}'
     return _decode_files(root, sd, files, y, classes, image_size, limit, cache, name, label)
 
@@ -539,12 +544,7 @@ def from_folder(cls:FolderData,
                 name:str='imagefolder',
                 label:str|None=None) -> FolderData:
     "List an ImageFolder split (the same files and labels as `load_imagefolder`) without decoding it."
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir(): raise FileNotFoundError(f"{root} does not exist; expected an ImageFolder layout {_LAYOUT.replace('DIR', str(root))}")
-    sd, classes, files, y = _scan_imagefolder(root, split)
-    if limit is not None and limit < len(files):
-        idx = _stratified_take(y, limit, torch.arange(len(files)), len(classes))
-        files, y = [files[i] for i in idx.tolist()], y[idx]
+    root, sd, classes, files, y = _list_split(root, split, limit)
     out = cls(files, y, classes, image_size, name, label or f'ImageFolder: {root.name}', source=str(sd), root=root)
     out._limit = limit
     return out
