@@ -77,6 +77,7 @@ class _Split:
         perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         return self._new(_stratified_take(self.y, n, perm, self.num_classes) if stratified else torch.sort(perm[:n]).values)
 
+# %% ../nbs/07_data.ipynb #c1009073
 class ImageData(_Split):
     "An image data set held in memory: uint8 images `x` (N,C,H,W) and int64 labels `y` (N,)."
     def __init__(self,
