@@ -20,7 +20,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 # %% ../nbs/14_plan.ipynb #7c7d5a3c
-from .core import default_cache_dir, get_device, hardware_label, patch, check_choice
+from .core import default_cache_dir, get_device, hardware_label, patch, check_choice, check_int
 from .data import load_dataset, is_imagefolder, FolderData, ImageData, _CIFAR
 from .noise import default_max_batch, label_counts
 from .training import TrainConfig, model_key, build_network, train
@@ -579,3 +579,33 @@ def plan(preset:str='quick', # paper | quick | smoke
         why = requirement(r['notebook'], preset, c100, imagenet_dir, dev.type)
         r['note'] = f"skipped here by randsmooth-reproduce: {why.split(': ')[0]}" if why else ''
     return Plan(preset, cal.get('hardware', dev.type) if given else hardware_label(dev), rows, cal)
+
+# %% ../nbs/14_plan.ipynb #7e0cf3f3
+def _owners(row:dict) -> set:
+    "The earlier notebooks that train networks this row's notebook uses ('shared with X')."
+    return {m['status'].rsplit('with ', 1)[1] for m in row['models'] if m['status'].startswith('shared with ')}
+
+@patch
+def schedule(self:Plan,
+             workers:int, # notebooks run side by side (`--gpus` ids or `--workers`)
+            ) -> dict:
+    "Wall hours of the runnable notebooks on `workers` workers, and when each starts and ends (list scheduling in run order)."
+    check_int('workers', workers)
+    free, end, rows = [0.0] * workers, {}, []
+    for r in self.rows:
+        if r['note']: continue
+        if r['hours'] is None: return dict(hours=None, workers=workers, rows=rows, unknown=r['notebook'])
+        w = min(range(workers), key=free.__getitem__)
+        start = max([free[w]] + [end[o] for o in _owners(r) if o in end])
+        end[r['notebook']] = free[w] = start + r['hours']
+        rows.append(dict(notebook=r['notebook'], worker=w, start=start, end=end[r['notebook']]))
+    return dict(hours=max(end.values(), default=0.0), workers=workers, rows=rows, unknown=None)
+
+@patch
+def schedule_text(self:Plan, workers:int) -> str:
+    "One line: the wall time on `workers` workers and the notebook that ends last."
+    s = self.schedule(workers)
+    if s['hours'] is None: return f"on {workers} worker(s): no wall time ({s['unknown']} has no ETA)"
+    last = max(s['rows'], key=lambda r: r['end'])['notebook'] if s['rows'] else '-'
+    return (f"on {workers} worker(s) side by side: {_h(s['hours'])} h wall time (the last to end: {last}; "
+            f"one after the other: {_h(sum(r['end'] - r['start'] for r in s['rows']))} h)")

@@ -631,7 +631,10 @@ def main(argv=None):
         try: p = plan(a.preset, only, {'seed': a.seed}, a.data_dir, a.cifar100_dir, a.imagenet_dir, a.cache_dir, a.device,
                       calibration=a.plan_budget > 0, budget_s=a.plan_budget, log=lambda m: print(m, file=sys.stderr))
         except ValueError as e: print(f"randsmooth-reproduce: error: {e}", file=sys.stderr); return 2
-        print(p.table()); return 0
+        print(p.table())
+        k = len([g for g in a.gpus.split(',') if g.strip()]) if a.gpus else a.workers   # ids unchecked: a plan may be made elsewhere
+        if k and k > 1: print(p.schedule_text(k))
+        return 0
     try:
         o = reproduce(a.preset, a.data_dir, a.cifar100_dir, a.imagenet_dir, a.out_dir, a.cache_dir, a.device, a.seed,
                       a.download, only, a.force, a.nbs_dir or None, gpus=a.gpus or None, workers=a.workers)

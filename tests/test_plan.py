@@ -141,6 +141,11 @@ def test_plan_cli_with_calibration(tmp_path, capsys):
     assert 'calibration on CPU' in out and 'tiny 16x16 10 classes' in out and 'tiny 16x16 100 classes' in out
     eta = next(l for l in out.splitlines() if l.startswith('total ')).split()[-1]
     assert eta == '<0.01' or float(eta) > 0                          # an ETA, not '?'
+    assert 'worker(s)' not in out                                      # one device: no schedule line
+    assert main(['--preset', 'smoke', '--plan', '--plan-budget', '2', '--cache-dir', str(tmp_path), '--device', 'cpu',
+                 '--only', 'exp_fig1a,exp_cifar100', '--gpus', '0,1']) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith('on 2 worker(s) side by side: '))
+    assert 'wall time' in line and 'one after the other' in line
 
 
 def test_bad_input_names_the_valid_choices(capsys):
