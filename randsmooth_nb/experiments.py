@@ -9,11 +9,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRESET_NAMES', 'ATTACK_PRECISIONS', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'PAPER', 'NOTEBOOK_DATASET',
-           'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'resolve_precision', 'attack_precision', 'Param',
-           'check_params', 'paper_natural', 'write_table', 'save_figure', 'notebook_config', 'Experiment',
-           'make_attack', 'digest', 'figure_accuracy_vs_sd', 'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii',
-           'figure_min_norm_curves']
+__all__ = ['PRESET_NAMES', 'ATTACK_PRECISIONS', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'TABLE1_SDS', 'SHARDED',
+           'PAPER', 'NOTEBOOK_DATASET', 'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'resolve_precision',
+           'attack_precision', 'Param', 'check_params', 'shard_settings', 'paper_natural', 'write_table', 'save_figure',
+           'notebook_config', 'Experiment', 'make_attack', 'digest', 'figure_accuracy_vs_sd', 'figure_ours_vs_paper',
+           'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
 
 # %% ../nbs/12_experiments.ipynb #14e76814
 import numpy as np
@@ -152,6 +152,18 @@ def check_params(notebook:str, # e.g. 'exp_table1'
     missing = [k for k in names if k not in namespace]
     if missing: raise ValueError(f"{notebook}'s parameters cell does not define {', '.join(missing)}")
     return {k: PARAMS[k].check(k, namespace[k]) for k in names}
+
+# %% ../nbs/12_experiments.ipynb #19338a08
+TABLE1_SDS = (0.01, 0.5)                                 # the noise sds of Table 1 (each with Gaussian and Laplace noise)
+SHARDED = {'exp_table1': TABLE1_SDS}                     # notebook -> the sds it evaluates, one shard per (dist, sd)
+
+def shard_settings(notebook:str, # an experiment notebook
+                   params:dict, # the parameters it will run with (`dist`, `sd`: as the notebook reads them)
+                  ) -> list:
+    "The parameter overrides of `notebook`'s shards: one per (dist, sd) it evaluates; none when it is not sharded or runs one setting."
+    if notebook not in SHARDED or params.get('sd') is not None: return []
+    d = params.get('dist') or 'both'
+    return [{'dist': dist, 'sd': sd} for dist in (('gaussian', 'laplace') if d == 'both' else (d,)) for sd in SHARDED[notebook]]
 
 # %% ../nbs/12_experiments.ipynb #3c80f177
 PAPER = {

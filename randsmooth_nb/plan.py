@@ -26,7 +26,7 @@ from .noise import default_max_batch, label_counts
 from .training import TrainConfig, model_key, build_network, train
 from .attacks import PGD, worst_case
 from .sanity import eot_loss_trace
-from .experiments import (attack_precision, PRESETS, PRESET_NAMES, PARAMS, NOTEBOOK_PARAMS, NOTEBOOK_DATASET, NOTEBOOK_ARCH,
+from .experiments import (attack_precision, shard_settings, PRESETS, PRESET_NAMES, PARAMS, NOTEBOOK_PARAMS, NOTEBOOK_DATASET, NOTEBOOK_ARCH,
                                        NOTEBOOK_PRESET_OVERRIDES, DEVICES, Experiment, notebook_config)
 from .reproduce import NOTEBOOKS, resolve_data, cache_places, ways_out, requirement, DataUnavailable
 
@@ -589,16 +589,21 @@ def _owners(row:dict) -> set:
 def schedule(self:Plan,
              workers:int, # notebooks run side by side (`--gpus` ids or `--workers`)
             ) -> dict:
-    "Wall hours of the runnable notebooks on `workers` workers, and when each starts and ends (list scheduling in run order)."
+    """Wall hours of the runnable notebooks on `workers` workers, and when each starts and ends (list scheduling in run order).
+    With several workers a sharded notebook (`experiments.SHARDED`) is its shards, its hours shared equally, then itself on their cache."""
     check_int('workers', workers)
     free, end, rows = [0.0] * workers, {}, []
+    def put(name, hours, after):                     # on the first free worker, once `after` have ended
+        w = min(range(workers), key=free.__getitem__)
+        start = max([free[w]] + [end[o] for o in after if o in end])
+        end[name] = free[w] = start + hours
+        rows.append(dict(notebook=name, worker=w, start=start, end=end[name]))
     for r in self.rows:
         if r['note']: continue
         if r['hours'] is None: return dict(hours=None, workers=workers, rows=rows, unknown=r['notebook'])
-        w = min(range(workers), key=free.__getitem__)
-        start = max([free[w]] + [end[o] for o in _owners(r) if o in end])
-        end[r['notebook']] = free[w] = start + r['hours']
-        rows.append(dict(notebook=r['notebook'], worker=w, start=start, end=end[r['notebook']]))
+        nb, shards = r['notebook'], shard_settings(r['notebook'], {}) if workers > 1 else []
+        for s in shards: put(f"{nb}/{s['dist']}-{s['sd']:g}", r['hours'] / len(shards), _owners(r))   # its networks, one each
+        put(nb, 0.0 if shards else r['hours'], _owners(r) | {f"{nb}/{s['dist']}-{s['sd']:g}" for s in shards})
     return dict(hours=max(end.values(), default=0.0), workers=workers, rows=rows, unknown=None)
 
 @patch

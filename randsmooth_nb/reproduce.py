@@ -14,12 +14,12 @@ __all__ = ['THEORY_FIGURES', 'THEORY_LABEL', 'LAYOUTS', 'NOTEBOOKS', 'CIFAR10_NO
            'json_text', 'write_if_changed', 'portable', 'make_portable_file', 'make_portable', 'theory_inputs',
            'theory_up_to_date', 'theory_figures', 'DataUnavailable', 'ways_out', 'layout_problem', 'cache_places',
            'resolve_data', 'requirement', 'load_status', 'notebook_inputs', 'run_notebook', 'publish', 'check_gpus',
-           'worker_env', 'ready', 'run_child', 'Outcome', 'reproduce', 'write_index', 'main']
+           'worker_env', 'ready', 'run_child', 'Outcome', 'add_shards', 'reproduce', 'write_index', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #2c65be87
 from .core import atomic_write, run_manifest, get_device, hardware_label, config_hash, default_cache_dir
 from .core import _json_default
-from .experiments import PRESET_NAMES, PRESETS, save_figure
+from .experiments import PRESET_NAMES, PRESETS, save_figure, shard_settings
 from .data import is_imagefolder, cifar_fault, load_dataset, _CIFAR
 
 # %% ../nbs/13_reproduce.ipynb #dd7e790c
@@ -335,8 +335,8 @@ class _Inline:
 
 class _Proc:
     "A notebook run in a process of its own, with the environment `env`; `result()` is None until it ends."
-    def __init__(self, nb, out, params, cwd, env:dict, tmp:Path):
-        self.spec = Path(tmp)/f"{Path(nb).stem}.json"
+    def __init__(self, nb, out, params, cwd, env:dict, tmp:Path, key:str|None=None):
+        self.spec = Path(tmp)/f"{(key or Path(nb).stem).replace('/', '__')}.json"   # one per job: shards share a notebook
         self.spec.write_text(json.dumps({'nb': str(nb), 'out': str(out), 'params': params, 'cwd': str(cwd)}))
         self.spec.with_suffix('.out.json').unlink(missing_ok=True)
         self.p = subprocess.Popen([sys.executable, '-c', CHILD, str(self.spec)], env=env, cwd=str(cwd))
@@ -407,6 +407,7 @@ class _Run:
     jobs: dict = field(default_factory=dict)   # notebook -> what it runs with: head, params, rec, inputs, prev, good, t0, stage
     changed: set = field(default_factory=set)  # notebooks whose status entry this run wrote
     tmp: Path|None = None                      # where concurrent runs keep their processes' descriptions and results
+    needs: dict = field(default_factory=lambda: dict(NEEDS))   # notebook -> what must finish first (its shards too)
     @property
     def root(self): return self.out_dir.parent
     @property
@@ -452,13 +453,20 @@ def _start(r:_Run, name:str, k:int):
     j, gpu = r.jobs[name], r.slots[k]
     where = f" [GPU {gpu}]" if gpu is not None else f" [worker {k + 1}]" if len(r.slots) > 1 else ''
     r.log(f"{j['head']} running ...{where}"); j['t0'] = time.time()
-    j['stage'] = Path(tempfile.mkdtemp(prefix=f'randsmooth-{name}-')); (j['stage']/r.preset).mkdir()
-    args = (r.nbs/f"{name}.ipynb", r.runs/f"{name}.ipynb", {**j['params'], 'out_dir': str(j['stage'])}, r.root)
-    return _Inline(*args) if r.tmp is None else _Proc(*args, env=worker_env(gpu, len(r.slots)), tmp=r.tmp)
+    nb = j.get('shard_of', name)
+    j['stage'] = Path(tempfile.mkdtemp(prefix=f'randsmooth-{nb}-')); (j['stage']/r.preset).mkdir()
+    out = j['stage']/'shard.ipynb' if 'shard_of' in j else r.runs/f"{name}.ipynb"   # a shard's outputs are discarded
+    args = (r.nbs/f"{nb}.ipynb", out, {**j['params'], 'out_dir': str(j['stage'])}, r.root)
+    return _Inline(*args) if r.tmp is None else _Proc(*args, env=worker_env(gpu, len(r.slots)), tmp=r.tmp, key=name)
 
 def _record(r:_Run, name:str, seconds:float|None, error:str|None):
-    "Publish `name`'s results if it finished, log how it ended and record it in the status file."
-    j = r.jobs[name]; head, prev, good, rec, inputs, stage = (j[k] for k in ('head', 'prev', 'good', 'rec', 'inputs', 'stage'))
+    "Publish `name`'s results if it finished, log how it ended and record it in the status file (a shard: only log it)."
+    j = r.jobs[name]
+    if 'shard_of' in j:                                # its evaluations are in the cache; the notebook itself follows
+        r.log(f"{j['head']} " + (f"ok in {_fmt_s(seconds)}" if error is None else f"failed ({(error.strip().splitlines() or ['?'])[-1]}); "
+                                  "the notebook will compute what it left out"))
+        shutil.rmtree(j['stage'], ignore_errors=True); return
+    head, prev, good, rec, inputs, stage = (j[k] for k in ('head', 'prev', 'good', 'rec', 'inputs', 'stage'))
     for p in (r.runs/f"{name}.ipynb", r.runs/f"{name}.failed.ipynb"):
         if p.exists(): _unstage(p, stage, r.out_dir)
     if error is None:
@@ -477,6 +485,22 @@ def _record(r:_Run, name:str, seconds:float|None, error:str|None):
         r.log(f"{head} FAILED after {_fmt_s(took)}: {last}" + ("; its earlier result is kept" if good else ''))
     shutil.rmtree(stage, ignore_errors=True); r.changed.add(name); _save_status(r)
 
+# %% ../nbs/13_reproduce.ipynb #fe63007a
+def add_shards(r:_Run, todo:list) -> list:
+    "`todo` with each sharded notebook preceded by its shards (jobs named `<notebook>/<dist>-<sd>`), which it then needs."
+    import papermill as pm
+    out = []
+    for name in todo:
+        j = r.jobs[name]; names = set(pm.inspect_notebook(str(r.nbs/f"{name}.ipynb")))
+        shards = shard_settings(name, j['params']) if {'dist', 'sd'} <= names else []
+        for s in shards:
+            k = f"{name}/{s['dist']}-{s['sd']:g}"
+            r.jobs[k] = dict(j, params={**j['params'], **s}, shard_of=name, head=f"{j['head']}shard {s['dist']} {s['sd']:g}")
+            out.append(k)
+        if shards: r.needs[name] = tuple(r.needs.get(name, ())) + tuple(out[-len(shards):])
+        out.append(name)
+    return out
+
 # %% ../nbs/13_reproduce.ipynb #9c9d2ebf
 def _schedule(r:_Run, todo:list):
     "Run the notebooks of `todo` on the worker slots, each once the notebooks it needs have finished."
@@ -484,7 +508,7 @@ def _schedule(r:_Run, todo:list):
     try:
         while pending or running:
             free = [k for k in range(len(r.slots)) if k not in {k for k, _ in running.values()}]
-            for name in ready(pending, running)[:len(free)]:
+            for name in ready(pending, running, r.needs)[:len(free)]:
                 pending.remove(name); k = free.pop(0)
                 running[name] = (k, _start(r, name, k))
             done = [n for n, (_, h) in running.items() if h.result() is not None]
@@ -527,6 +551,7 @@ def reproduce(preset:str='quick', # paper | quick | smoke
     else: log("theory figures: drawing ..."); theory_figures(r.out_dir)
     r.status = load_status(r.out_dir, preset)
     todo = [n for i, n in enumerate(order, 1) if _triage(r, n, i, data, imagenet_dir, cache_dir, device, seed, force)]
+    if len(slots) > 1: todo = add_shards(r, todo)
     with (tempfile.TemporaryDirectory(prefix='randsmooth-reproduce-') if slots != [None] else contextlib.nullcontext()) as tmp:
         r.tmp = tmp and Path(tmp)
         _schedule(r, todo)

@@ -181,6 +181,7 @@ class _IterateRecorder(nn.Module):
     "Wraps a network; keeps each new batch (of the attacked shape) at which noisy draws are asked for."
     def __init__(self, model, shape):
         super().__init__(); self.model, self.shape, self.iterates = model, tuple(shape), []
+        self.train(model.training)   # in the model's mode: an attack restores the wrapper's mode, hence the model's
         if hasattr(model, 'noise'): self.noise = model.noise
     def _keep(self, x):
         if tuple(x.shape) == self.shape and not (self.iterates and torch.equal(self.iterates[-1], x.detach())):

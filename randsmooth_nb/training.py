@@ -511,5 +511,7 @@ def get_model(config:TrainConfig,
         res.key = key
         if res.status == 'finished' and par.main: _store(res, d, train_data, device)
         par.barrier()
+        if res.status == 'finished':   # the network as every later run loads it: the same numbers, bit for bit
+            res.model, _ = _load_cached(final, config, device, hw)
         return res
     finally: lock.release()

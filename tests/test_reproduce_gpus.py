@@ -171,3 +171,24 @@ def test_bad_gpus_exit_2_before_any_work(gpus, count, msg, tmp_path, monkeypatch
 def test_bad_workers(tmp_path, capsys):
     assert main(['--preset', 'smoke', '--workers', '0', '--out-dir', str(tmp_path/'o')]) == 2
     assert '--workers must be >= 1' in capsys.readouterr().err and not (tmp_path/'o').exists()
+
+
+def test_table1_shards_fill_the_cache_and_change_nothing(tmp_path, capsys, monkeypatch):
+    "With two workers, Table 1 runs as one shard per (dist, sd) first, then on their cached evaluations: the same table."
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')     # one thread in every notebook process: the same sums, bit for bit, in both runs
+    runs = {}
+    for kind, extra in (('seq', []), ('par', ['--workers', '2'])):
+        out = tmp_path/kind/'paper_figures'
+        assert main(['--preset', 'smoke', '--only', 'exp_table1', '--out-dir', str(out), '--cache-dir', str(tmp_path/kind/'cache'),
+                     '--device', 'cpu', *extra]) == 0
+        runs[kind] = (out, capsys.readouterr().out)
+    (seq, log_seq), (par, log) = runs['seq'], runs['par']
+    assert 'shard gaussian' not in log_seq
+    for s in ('gaussian 0.01', 'gaussian 0.5', 'laplace 0.01', 'laplace 0.5'):   # experiments.TABLE1_SDS
+        assert f'shard {s} ok in' in log, (s, log)
+    assert log.index('shard laplace 0.5 ok in') < log.index('exp_table1        ok in')   # the notebook waits for its shards
+    st = json.loads((par/'runs'/'smoke'/'status.json').read_text())
+    assert list(st) == ['exp_table1'] and st['exp_table1']['status'] == 'ok'        # shards leave no entry and no files
+    assert sorted(p.name for p in (par/'runs'/'smoke').iterdir()) == sorted(p.name for p in (seq/'runs'/'smoke').iterdir())
+    for name in ('table1.csv', 'table1_strongest.csv', 'sanity.csv'):
+        assert (par/'smoke'/name).read_text() == (seq/'smoke'/name).read_text(), name

@@ -180,3 +180,19 @@ def test_write_sanity_bad_input(tmp_path):
     bad = tmp_path/'smoke'/'sanity.csv'; bad.parent.mkdir(); bad.write_text('a,b\n1,2\n')
     with pytest.warns(UserWarning, match='expected'): write_sanity([check_breaks_undefended(0.0, 'PGD')], tmp_path, 'smoke')
     assert len(read_sanity(bad)) == 1
+
+
+def test_loss_trace_leaves_the_model_as_it_was():
+    "The trace wraps the model for the attack: afterwards the model is still in eval mode and its batch-norm statistics unchanged."
+    import torch.nn as nn
+    from randsmooth_nb.attacks import APGD
+    from randsmooth_nb.noise import NoiseInjection, RandomizedNetwork
+    from randsmooth_nb.sanity import eot_loss_trace
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    m = RandomizedNetwork(base, NoiseInjection('gaussian', 0.1)).eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x = torch.rand(5, 3, 8, 8) * 2 - 1; y = torch.randint(0, 3, (5,))
+    eot_loss_trace(m, APGD(m, eps=0.1, steps=3, eot=2), x, y, n_draws=4)
+    assert not m.training and not any(mod.training for mod in m.modules())
+    for k, v in m.state_dict().items(): assert torch.equal(v, before[k]), k
