@@ -361,3 +361,13 @@ def test_bad_parameter_papermill(name, kind, tmp_path):
 
 
 # The reproduce CLI (run, resume, --force, no change on a second run, bad arguments) is tested in tests/test_reproduce.py.
+
+
+def test_table1_evaluates_the_sds_its_shards_cover():
+    "exp_table1's own list of noise sds is `experiments.TABLE1_SDS`, which its shards (`shard_settings`) are made from."
+    import ast
+    from randsmooth_nb.experiments import TABLE1_SDS
+    src = '\n'.join(''.join(c['source']) for c in nbformat.read(NBS/'exp_table1.ipynb', as_version=4).cells if c.cell_type == 'code')
+    m = re.search(r"ex\.settings\(([^)]*\)?)\)", src)
+    assert m, "exp_table1 no longer calls ex.settings(...)"
+    assert m.group(1) == 'TABLE1_SDS' or ast.literal_eval(m.group(1)) == TABLE1_SDS
