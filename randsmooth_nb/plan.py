@@ -139,8 +139,6 @@ def _planned_precision(value:str, device:str) -> str:
     if value == 'auto' and torch.device(device).type == 'cuda' and not torch.cuda.is_available(): return 'bf16'
     return attack_precision(value, device)
 
-def _batches(n:int, bs:int) -> list: return [min(bs, n - i) for i in range(0, n, bs)]
-
 def attack_passes(a:dict, # attack settings, as `Experiment.attack` / `apgd` make them
                   n:int, # images attacked
                   batch:int, # images attacked together
