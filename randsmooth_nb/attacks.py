@@ -20,7 +20,7 @@ import torch.nn.functional as F
 # %% ../nbs/09_attacks.ipynb #97e7184a
 from .core import patch, check_int, check_number, check_choice
 from .sensitivity import parse_norm
-from .noise import default_max_batch, rows_per_pass, sample_logits, label_counts
+from .noise import rows_per_pass, sample_logits, label_counts
 
 # %% ../nbs/09_attacks.ipynb #978a7a5b
 def _per_pass(model, max_batch, x, grad=True):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 # %% ../nbs/05_noise.ipynb #71ab1788
-from .core import patch, check_int
+from .core import patch, check_int, check_choice
 from .expfamily import ExpFamilyNoise, get_noise
 from .sensitivity import parse_norm, conv_norm_bound
 
@@ -112,9 +112,7 @@ def _first_layer(module:nn.Module) -> nn.Module:
 # %% ../nbs/05_noise.ipynb #b01ee543
 NOISE_POSITIONS, MC_PRECISIONS = ('input', 'first_layer'), ('fp32', 'bf16')
 
-def check_mc_precision(p:str) -> str:
-    if p not in MC_PRECISIONS: raise ValueError(f"unknown mc_precision {p!r}; valid choices: {', '.join(MC_PRECISIONS)}")
-    return p
+def check_mc_precision(p:str) -> str: return check_choice('mc_precision', p, MC_PRECISIONS)
 
 class RandomizedNetwork(nn.Module):
     """The probabilistic mapping M(x) = law of base(x + X) (`at='input'`) or of base with X added after its
