@@ -36,6 +36,11 @@ def write_if_changed(path:str|Path, # destination
     atomic_write(path, b); return True
 
 # %% ../nbs/13_reproduce.ipynb #97e550aa
+def _checkout_env():
+    "(path, name) of the running interpreter's environment when it is a checkout's own (`<checkout>/.venv`), else None."
+    p = Path(sys.prefix)
+    return (p, p.name) if (p.parent/'settings.ini').is_file() and (p.parent/'randsmooth_nb').is_dir() else None
+
 def _prefixes(root) -> list:
     "(prefix, token) pairs, longest prefix first; token '' stands for the project root."
     subs = {}
@@ -44,6 +49,7 @@ def _prefixes(root) -> list:
             s = s.rstrip('/')
             if s and s not in subs: subs[s] = token
     if root is not None: add(root, '')
+    if (env := _checkout_env()) is not None: add(*env)
     if os.environ.get('RANDSMOOTH_CACHE'): add(os.environ['RANDSMOOTH_CACHE'], '$RANDSMOOTH_CACHE')
     add(Path.home(), '~'); add(tempfile.gettempdir(), '$TMPDIR')
     return sorted(subs.items(), key=lambda t: -len(t[0]))
@@ -51,7 +57,7 @@ def _prefixes(root) -> list:
 def portable(obj, # a string, or dicts / lists of strings (other values are kept)
              root:str|Path|None=None, # the project root: paths under it become relative ('.' for the root itself)
             ):
-    "`obj` with machine paths rewritten: relative to `root`, else `$RANDSMOOTH_CACHE/...`, `~/...` or `$TMPDIR/...`."
+    "`obj` with machine paths rewritten: relative to `root` (a checkout's `.venv` as `.venv`), else `$RANDSMOOTH_CACHE/...`, `~/...` or `$TMPDIR/...`."
     subs = _prefixes(root); tokens = dict(subs)
     pat = re.compile(r'(?<![\w.~$/-])(?P<p>' + '|'.join(re.escape(p) for p, _ in subs) + r')(?:(?P<sl>/)|(?![\w.-]))')
     def rep(m):
