@@ -71,6 +71,7 @@ def _eot_grouped(model, x, eot:int, objective, group:int, precision:str='fp32'):
     z = torch.cat(zs)
     return z, objective(z).detach(), torch.cat(grads)
 
+# %% ../nbs/09_attacks.ipynb #2b1d9538
 def eot_mean_logits_grad(model, x, eot:int, objective, max_batch:int|None=None, generator=None, precision:str='fp32'):
     """Mean logits over `eot` draws, `objective(mean_logits)` (one value per input) and its gradient w.r.t. `x`.
     One pass when all draws fit in `max_batch` rows (None: `rows_per_pass`); else, without a `generator`, groups of
@@ -160,6 +161,7 @@ def _random_start(x, eps, norm):
     d = torch.randn_like(x); r = torch.rand(x.shape[0], *[1] * (x.dim() - 1), device=x.device)
     return _project(x + d / (_flat_norm(d) + 1e-12) * r * eps, x, eps, norm)
 
+# %% ../nbs/09_attacks.ipynb #9a757edc
 class PGD(Attack):
     "PGD with EoT: maximizes the mean cross-entropy over `eot` noise draws inside an `eps`-ball (linf or l2)."
     def __init__(self, model:nn.Module,
@@ -423,6 +425,7 @@ def ead_shrink(z:torch.Tensor, x:torch.Tensor, beta:float) -> torch.Tensor:
     d = z - x
     return torch.where(d > beta, (z - beta).clamp(max=1), torch.where(d < -beta, (z + beta).clamp(min=-1), x))
 
+# %% ../nbs/09_attacks.ipynb #105a42ef
 class EAD(_BinarySearchAttack):
     "EAD elastic-net attack with EoT (FISTA), loss on the mean logits over `eot` draws; `last_norms` are l1 norms."
     norm = 'l1'

@@ -93,6 +93,7 @@ class ThresholdMapping(ProbabilisticMapping):
         "Exact robustness radius of $f(x)=\\mathbb 1(x>s)$: $|x - s|$."
         return (_f64(x) - self.threshold).abs()
 
+# %% ../nbs/04_bounds.ipynb #2c1174e1
 class LinearMapping(ProbabilisticMapping):
     "Toy mapping in $\\mathbb R^d$: label $\\mathbb 1(\\langle w, x+Z\\rangle + b > 0)$ with Gaussian noise $Z$."
     def __init__(self, weight, # w, shape (d,), not all zero
@@ -241,6 +242,7 @@ def exact_renyi_sup(
     d = _noise_dim(noise, dim, needed=True, what=f'a Laplace noise on an l_{p:g} ball')
     return d * _laplace_f(noise, a * d ** (-1.0 / p), lam)
 
+# %% ../nbs/04_bounds.ipynb #5fa61356
 @renamed(p_norm='p')
 def renyi_sup_maximiser(
     noise:ExpFamilyNoise, alpha:float, p, order:float=1.0, dim:int|None=None,
@@ -363,6 +365,7 @@ class Theorem3Radius(NamedTuple):
     epsilon: Tensor     # the epsilon* (largest certifiable epsilon) at that order
 
 _U_LO = math.log(1e-300)   # smallest log delta* searched
+
 _EPS_CAP = 1e300           # epsilon above this is treated as "nothing certifiable" (avoids inf - inf)
 
 def _check_scores(scores) -> tuple:
@@ -385,6 +388,7 @@ def _golden_max(fn, lo:Tensor, hi:Tensor, iters:int=80) -> Tensor:
 def _margin(top, r, eps, beta, u) -> Tensor:
     return top - torch.exp(torch.log(r) + 2 * eps - 2 * beta * u) - torch.exp(u) - torch.exp(eps + (1 - beta) * u)
 
+# %% ../nbs/04_bounds.ipynb #e21894f7
 def theorem3_certified(
     scores, # expected outputs E[y] in [0, 1]^K of the randomized mapping, shape (*batch, K)
     epsilon, # robustness level(s) of M for the budget at hand (>= 0, broadcast over the batch)
@@ -443,6 +447,7 @@ def _invert_sup(noise, eps_star:Tensor, p:float, lam:float, dim) -> Tensor:
         lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
     return torch.where(pos, lo, 0.0)
 
+# %% ../nbs/04_bounds.ipynb #918899e3
 @renamed(p_norm='p')
 def theorem3_radius(
     scores, # expected outputs E[y] in [0, 1]^K, shape (*batch, K)

@@ -254,6 +254,7 @@ def _list_split(root, split:str, limit:int|None):
         files, y = [files[i] for i in idx.tolist()], y[idx]
     return root, sd, classes, files, y
 
+# %% ../nbs/07_data.ipynb #9f0f99f7
 def load_imagefolder(
     root, # directory with train/<class>/ and test/<class>/ (or val/<class>/)
     split:str='train',
@@ -312,6 +313,7 @@ def cifar_fault(name:str, # 'cifar10' or 'cifar100'
     missing = [p for p, _ in files[:-1] if not p.exists()] if (root/tv.base_folder).is_dir() else []
     return f"{missing[0]} is missing" if missing else ''
 
+# %% ../nbs/07_data.ipynb #068ef011
 def _load_cifar(name, split, data_dir, download, image_size, limit, cache) -> ImageData:
     spec = _CIFAR[name]
     places = [Path(data_dir).expanduser()] if data_dir is not None else \
@@ -431,6 +433,7 @@ class _EpochBatches:
 
     def __iter__(self): return self.epoch(0)
 
+# %% ../nbs/07_data.ipynb #f1865364
 class Batches(_EpochBatches):
     "Shuffled, augmented mini-batches of an `ImageData` held on `device`; exactly reproducible from (seed, epoch, batch)."
     def __init__(self,
@@ -631,6 +634,7 @@ class _EpochSampler:
             yield [(self.perm[p], None if self.key is None else _derive_seed(*self.key, p))
                    for p in range(b * self.bs, min((b + 1) * self.bs, self.n))]
 
+# %% ../nbs/07_data.ipynb #9fb87dfb
 class FolderBatches(_EpochBatches):
     "Shuffled, augmented mini-batches of a `FolderData`, decoded by DataLoader workers; exactly reproducible from (seed, epoch, position)."
     def __init__(self,

@@ -11,9 +11,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'ATTACK_PRECISIONS', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'TABLE1_SDS', 'SHARDED',
            'PAPER', 'NOTEBOOK_DATASET', 'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'resolve_precision',
-           'attack_precision', 'Param', 'check_params', 'shard_settings', 'paper_natural', 'write_table', 'save_figure',
-           'notebook_config', 'Experiment', 'make_attack', 'digest', 'figure_accuracy_vs_sd', 'figure_ours_vs_paper',
-           'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
+           'attack_precision', 'Param', 'check_params', 'shard_settings', 'shard_name', 'paper_natural', 'write_table',
+           'save_figure', 'notebook_config', 'Experiment', 'make_attack', 'digest', 'figure_accuracy_vs_sd',
+           'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
 
 # %% ../nbs/12_experiments.ipynb #14e76814
 import numpy as np
@@ -28,6 +28,7 @@ from .attacks import accuracy_under_attack
 
 # %% ../nbs/12_experiments.ipynb #186c4097
 PRESET_NAMES = ('paper', 'quick', 'smoke')
+
 ATTACK_PRECISIONS = ('fp32', 'bf16', 'auto')
 
 def resolve_precision(value:str, # 'fp32', 'bf16' or 'auto'
@@ -42,6 +43,7 @@ def attack_precision(value:str, device) -> str:
     "The precision attacks run in on `device`, from a preset's `attack_precision` (`resolve_precision`)."
     return resolve_precision(value, device, 'attack_precision')
 
+# %% ../nbs/12_experiments.ipynb #f0fd1b5c
 PRESETS = {
     'paper': dict(
         dataset='cifar10', arch='wrn-28-10', dropout=0.3, epochs=200, batch_size=400, train_size=None, test_size=10_000,
@@ -106,6 +108,7 @@ class Param:
 
 # %% ../nbs/12_experiments.ipynb #3deed9c3
 DEVICES = ('', 'cpu', 'cuda', 'mps')
+
 PARAMS = {
     'preset': Param(str, 'paper | quick | smoke', PRESET_NAMES),
     'seed': Param(int, 'random seed', min=0),
@@ -127,6 +130,7 @@ PARAMS = {
     'entropy_draws': Param(int, 'draws per image for the entropy term; None = preset', min=1, allow_none=True),
     'cert_n': Param(int, 'draws per image for certificates; None = preset', min=1, allow_none=True),
 }
+
 NOTEBOOK_PARAMS = {
     'exp_fig1a': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'test_size'),
     'exp_fig1bc': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'entropy_draws'),
@@ -139,6 +143,7 @@ NOTEBOOK_PARAMS = {
     'exp_certificates': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sds', 'arch', 'epochs', 'train_size', 'cert_n'),
 }
 
+# %% ../nbs/12_experiments.ipynb #2350b7ea
 def check_params(notebook:str, # e.g. 'exp_table1'
                  namespace:dict, # the notebook's `globals()`
                  before:set, # names defined before the parameters cell
@@ -164,6 +169,12 @@ def shard_settings(notebook:str, # an experiment notebook
     if notebook not in SHARDED or params.get('sd') is not None: return []
     d = params.get('dist') or 'both'
     return [{'dist': dist, 'sd': sd} for dist in (('gaussian', 'laplace') if d == 'both' else (d,)) for sd in SHARDED[notebook]]
+
+def shard_name(notebook:str, # the sharded notebook
+               shard:dict, # one of its `shard_settings`
+              ) -> str:
+    "The job name of one shard, `<notebook>/<dist>-<sd>`, as the runner and the plan's schedule call it."
+    return f"{notebook}/{shard['dist']}-{shard['sd']:g}"
 
 # %% ../nbs/12_experiments.ipynb #3c80f177
 PAPER = {
@@ -523,6 +534,7 @@ def norm_radii(results:dict, # as for `min_norm_rows`
     fin = [v for r in results.values() for v in (r.get('min_norms') or []) if v is not None]
     return torch.linspace(0, 1.05 * max(fin) if fin and max(fin) > 0 else 1.0, n, dtype=torch.float64)
 
+# %% ../nbs/12_experiments.ipynb #81910b23
 def figure_min_norm_curves(panels:dict, # panel title -> rows of `min_norm_rows`
                            paper:dict|None=None, # panel title -> {model: the paper's single number}, drawn at the right edge
                            title:str=''):
@@ -541,7 +553,6 @@ def figure_min_norm_curves(panels:dict, # panel title -> rows of `min_norm_rows`
         ax.grid(alpha=.3); ax.set_title(t, fontsize=9); ax.legend(fontsize=6)
     fig.suptitle((title + ' · ' if title else '') + 'dashed: confirmed on fresh draws · x: paper', fontsize=8)
     return fig
-
 
 # %% ../nbs/12_experiments.ipynb #6aa9a381
 STRONGEST = 'strongest (PGD ∪ APGD-CE ∪ APGD-DLR)'
@@ -583,6 +594,7 @@ def strongest(self:Experiment, model, x, y, noisy:bool=True, norm:str='linf') ->
         return {**{k: (v.tolist() if torch.is_tensor(v) else v) for k, v in dict(r).items()}, 'attacks': atts}
     return self.cached('strongest', self._key(model, x, y, attacks=atts), run)
 
+# %% ../nbs/12_experiments.ipynb #3f11deea
 @patch
 def sanity_correct(self:Experiment, model, x, y, attack:dict|None=None) -> torch.Tensor:
     "Per-input expected correctness (`sanity.expected_correct`, `n_vote` draws) on clean inputs or at `attack`'s output, cached."

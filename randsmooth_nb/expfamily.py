@@ -15,6 +15,7 @@ import torch
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from .divergences import check_order
+from .core import patch
 
 # %% ../nbs/02_expfamily.ipynb #de75d240
 def _check_scalar_sd(sd) -> float:
@@ -62,46 +63,52 @@ class ExpFamilyNoise:
 
     def _check_last(self, x:torch.Tensor, what:str): pass # per-coordinate parameters check the vector length
 
-    def log_prob(self,
-                 z, # noise vector(s), coordinates along the last axis (a scalar counts as a 1-vector)
-                ) -> torch.Tensor:
-        "Log density of the i.i.d. vector `z`, summed over its last axis, via $\\langle t(z),\\theta\\rangle - u(\\theta) + k(z)$."
-        z = z if isinstance(z, torch.Tensor) else _as_f64(z)
-        if not z.is_floating_point(): z = z.to(torch.float64)
-        if z.ndim == 0: z = z[None]
-        self._check_last(z, 'z')
-        th = self.theta.to(dtype=z.dtype, device=z.device)
-        per_coord = (self.sufficient_statistic(z) * th).sum(-1) - self.log_partition(th) + self.carrier(z)
-        return per_coord.sum(-1)
+# %% ../nbs/02_expfamily.ipynb #c88bc2af
+@patch
+def log_prob(self:ExpFamilyNoise,
+             z, # noise vector(s), coordinates along the last axis (a scalar counts as a 1-vector)
+            ) -> torch.Tensor:
+    "Log density of the i.i.d. vector `z`, summed over its last axis, via $\\langle t(z),\\theta\\rangle - u(\\theta) + k(z)$."
+    z = z if isinstance(z, torch.Tensor) else _as_f64(z)
+    if not z.is_floating_point(): z = z.to(torch.float64)
+    if z.ndim == 0: z = z[None]
+    self._check_last(z, 'z')
+    th = self.theta.to(dtype=z.dtype, device=z.device)
+    per_coord = (self.sufficient_statistic(z) * th).sum(-1) - self.log_partition(th) + self.carrier(z)
+    return per_coord.sum(-1)
 
-    def sample(self,
-               shape, # output shape (int or tuple); the last axis indexes coordinates
-               generator:torch.Generator|None=None, # for reproducible draws; drawn on its device, then moved
-               device=None, # device of the result (default: the generator's, else the CPU)
-               dtype:torch.dtype=torch.float32, # floating dtype of the result
-              ) -> torch.Tensor:
-        "A tensor of i.i.d. draws of the noise."
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if any((not isinstance(s, (int, np.integer))) or s < 0 for s in shape):
-            raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
-        if not dtype.is_floating_point: raise ValueError(f"dtype must be a floating dtype, got {dtype}")
-        self._check_last(torch.empty(shape, device='meta'), 'shape')
-        gdev = generator.device if generator is not None else torch.device(device if device is not None else 'cpu')
-        wdtype = torch.float64 if dtype == torch.float64 else torch.float32
-        x = self._sample_std(shape, generator, gdev, wdtype)
-        return x.to(device=device if device is not None else gdev, dtype=dtype)
+# %% ../nbs/02_expfamily.ipynb #7b070791
+@patch
+def sample(self:ExpFamilyNoise,
+           shape, # output shape (int or tuple); the last axis indexes coordinates
+           generator:torch.Generator|None=None, # for reproducible draws; drawn on its device, then moved
+           device=None, # device of the result (default: the generator's, else the CPU)
+           dtype:torch.dtype=torch.float32, # floating dtype of the result
+          ) -> torch.Tensor:
+    "A tensor of i.i.d. draws of the noise."
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if any((not isinstance(s, (int, np.integer))) or s < 0 for s in shape):
+        raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
+    if not dtype.is_floating_point: raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    self._check_last(torch.empty(shape, device='meta'), 'shape')
+    gdev = generator.device if generator is not None else torch.device(device if device is not None else 'cpu')
+    wdtype = torch.float64 if dtype == torch.float64 else torch.float32
+    x = self._sample_std(shape, generator, gdev, wdtype)
+    return x.to(device=device if device is not None else gdev, dtype=dtype)
 
-    def renyi_shift(self,
-                    delta, # shift(s) of shape (..., d); a scalar is a 1-D shift
-                    order, # Renyi order in [1, inf] (1 = Kullback-Leibler, inf = max-divergence)
-                   ) -> torch.Tensor:
-        "Exact $D_{order}(\\text{noise}+\\delta \\,\\|\\, \\text{noise})$, summed over the last axis (float64, shape `delta.shape[:-1]`)."
-        a = check_order(order)
-        d = _as_f64(delta)
-        if d.ndim == 0: d = d[None]
-        if torch.isnan(d).any(): raise ValueError("delta must have entries in [-inf, inf], got NaN")
-        self._check_last(d, 'delta')
-        return self._renyi_shift(d, a)
+# %% ../nbs/02_expfamily.ipynb #871f0ace
+@patch
+def renyi_shift(self:ExpFamilyNoise,
+                delta, # shift(s) of shape (..., d); a scalar is a 1-D shift
+                order, # Renyi order in [1, inf] (1 = Kullback-Leibler, inf = max-divergence)
+               ) -> torch.Tensor:
+    "Exact $D_{order}(\\text{noise}+\\delta \\,\\|\\, \\text{noise})$, summed over the last axis (float64, shape `delta.shape[:-1]`)."
+    a = check_order(order)
+    d = _as_f64(delta)
+    if d.ndim == 0: d = d[None]
+    if torch.isnan(d).any(): raise ValueError("delta must have entries in [-inf, inf], got NaN")
+    self._check_last(d, 'delta')
+    return self._renyi_shift(d, a)
 
 # %% ../nbs/02_expfamily.ipynb #efb95fc4
 class Gaussian(ExpFamilyNoise):

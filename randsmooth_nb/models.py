@@ -66,6 +66,7 @@ def _init_weights(model:nn.Module):
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=m.in_features ** -0.5); nn.init.zeros_(m.bias)
 
+# %% ../nbs/06_models.ipynb #685b78e2
 class WideResNet(nn.Module):
     "Wide ResNet WRN-`depth`-`widen_factor` with LeakyReLU and dropout; inputs in [-1, 1], outputs logits."
     def __init__(self,
@@ -236,6 +237,7 @@ ARCHS:dict[str, dict] = {
 }
 
 _WRN_NAME = re.compile(r'^wrn-(\d+)-(\d+)$')
+
 _FAST_NAME = re.compile(r'^fast-(\d+)-(\d+)-(\d+)$')
 
 def build_model(
@@ -255,6 +257,7 @@ def input_size(arch:str) -> int:
     "Natural input side length of `arch` (32 for CIFAR models, 299 for Inception-ResNet-v2)."
     return ARCHS[arch]['input_size'] if arch in ARCHS else 32
 
+# %% ../nbs/06_models.ipynb #875b1d6e
 def check_input_fits(arch:str, hw:tuple):
     "Raise a clear error when images of size `hw` are too small for `arch` (before any training starts)."
     need = ARCHS[arch].get('min_input', 1) if arch in ARCHS else (FastConvNet.min_input() if _FAST_NAME.match(str(arch)) else 1)

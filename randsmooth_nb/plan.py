@@ -26,7 +26,7 @@ from .noise import default_max_batch, label_counts
 from .training import TrainConfig, model_key, build_network, train
 from .attacks import PGD, worst_case
 from .sanity import eot_loss_trace
-from .experiments import (attack_precision, shard_settings, PRESETS, PRESET_NAMES, PARAMS, NOTEBOOK_PARAMS, NOTEBOOK_DATASET, NOTEBOOK_ARCH,
+from .experiments import (attack_precision, shard_settings, shard_name, PRESETS, PRESET_NAMES, PARAMS, NOTEBOOK_PARAMS, NOTEBOOK_DATASET, NOTEBOOK_ARCH,
                                        NOTEBOOK_PRESET_OVERRIDES, DEVICES, Experiment, notebook_config)
 from .reproduce import NOTEBOOKS, resolve_data, cache_places, ways_out, requirement, DataUnavailable
 
@@ -106,6 +106,7 @@ def _imagenet_info(data_dir, cfg, load) -> DataInfo:
     te = FolderData.from_folder(data_dir, 'val' if (Path(data_dir)/'val').is_dir() else 'test', 299)
     return DataInfo('imagefolder', tr.label, len(tr), len(te), tr.num_classes, (299, 299), tr.fingerprint if load else None, source=str(data_dir))
 
+# %% ../nbs/14_plan.ipynb #9e5f54c0
 def data_info(notebook:str, preset:str,
               data_dir:str='', # the notebook's data directory ('' = the cache, as randsmooth-reproduce resolves it)
               cache_dir:str='', # cache root ('' = $RANDSMOOTH_CACHE or ~/.cache/randsmooth)
@@ -325,6 +326,7 @@ def _cifar100(w:Work):
         m = w.model(d, s); w.accuracy(m, x)
         for kind in ('pgd', 'cw'): w.accuracy(m, xa, ex.attack(kind, noisy=s > 0))
 
+# %% ../nbs/14_plan.ipynb #ff758d53
 def _imagenet(w:Work):
     ex = w.ex; x, xa = w.images(), w.images(w.cfg['attack_size'])
     for d, s in ex.settings((0.1,) if ex.preset != 'smoke' else (0.5,)):
@@ -386,6 +388,7 @@ def _train_rate(c:TrainConfig, hw:tuple, b:int, steps:int, dev) -> tuple:
     dt = sorted(t1 - t0 for t0, t1 in zip(stamps, stamps[1:]))
     return dt[len(dt) // 2] / b, res.model.eval()
 
+# %% ../nbs/14_plan.ipynb #9f51ef41
 def calibrate_spec(config:TrainConfig, # a model of the spec: its architecture, classes, recipe, noise, batch size
                    image_hw:tuple, attack_batch:int,
                    device=None, budget_s:float=12., # seconds for this spec, roughly (CPU only: a GPU uses the preset's sizes)
@@ -471,6 +474,7 @@ def _row_hours(passes:dict, cal:dict|None) -> tuple:
         s += p.train * r['train_s'] + p.attack * r['attack_s'] + p.forward * r['forward_s']
     return s / 3600, left
 
+# %% ../nbs/14_plan.ipynb #d418ea5e
 @dataclass
 class Plan:
     "What a preset will cost: one row per notebook (models, passes, hours), and the calibration behind the hours."
@@ -600,8 +604,8 @@ def schedule(self:Plan,
         if r['note']: continue
         if r['hours'] is None: return dict(hours=None, workers=workers, rows=rows, unknown=r['notebook'])
         nb, shards = r['notebook'], shard_settings(r['notebook'], {}) if workers > 1 else []
-        for s in shards: put(f"{nb}/{s['dist']}-{s['sd']:g}", r['hours'] / len(shards), _owners(r))   # its networks, one each
-        put(nb, 0.0 if shards else r['hours'], _owners(r) | {f"{nb}/{s['dist']}-{s['sd']:g}" for s in shards})
+        for s in shards: put(shard_name(nb, s), r['hours'] / len(shards), _owners(r))   # its networks, one each
+        put(nb, 0.0 if shards else r['hours'], _owners(r) | {shard_name(nb, s) for s in shards})
     return dict(hours=max(end.values(), default=0.0), workers=workers, rows=rows, unknown=None)
 
 @patch

@@ -19,7 +19,7 @@ __all__ = ['THEORY_FIGURES', 'THEORY_LABEL', 'LAYOUTS', 'NOTEBOOKS', 'CIFAR10_NO
 # %% ../nbs/13_reproduce.ipynb #2c65be87
 from .core import atomic_write, run_manifest, get_device, hardware_label, config_hash, default_cache_dir
 from .core import _json_default
-from .experiments import PRESET_NAMES, PRESETS, save_figure, shard_settings
+from .experiments import PRESET_NAMES, PRESETS, save_figure, shard_settings, shard_name
 from .data import is_imagefolder, cifar_fault, load_dataset, _CIFAR
 
 # %% ../nbs/13_reproduce.ipynb #dd7e790c
@@ -429,6 +429,7 @@ def _save_status(r:_Run):
         write_if_changed(p, json_text(disk))
     r.status = disk
 
+# %% ../nbs/13_reproduce.ipynb #2022dc47
 def _triage(r:_Run, name:str, i:int, data:dict, imagenet_dir, cache_dir, device, seed, force) -> bool:
     "Skip `name` (no data, no GPU) or leave it as done earlier, with its line and status entry; True when it must run."
     head = f"[{i}/{len(r.order)}] {name:17s}"
@@ -500,7 +501,7 @@ def add_shards(r:_Run, todo:list) -> list:
         j = r.jobs[name]; names = set(pm.inspect_notebook(str(r.nbs/f"{name}.ipynb")))
         shards = shard_settings(name, j['params']) if {'dist', 'sd'} <= names else []
         for s in shards:
-            k = f"{name}/{s['dist']}-{s['sd']:g}"
+            k = shard_name(name, s)
             r.jobs[k] = dict(j, params={**j['params'], **s}, shard_of=name, head=f"{j['head']}shard {s['dist']} {s['sd']:g}")
             out.append(k)
         if shards: r.needs[name] = tuple(r.needs.get(name, ())) + tuple(out[-len(shards):])
@@ -589,6 +590,7 @@ def _status_cell(s:dict, m:dict|None) -> str:
     if st == 'failed': err = (s.get('error') or '').strip().splitlines(); st = f"failed: {err[-1] if err else ''}"
     return st + (f" (stale: {s['stale']})" if s.get('stale') else '')
 
+# %% ../nbs/13_reproduce.ipynb #d4dcaec2
 def write_index(out_dir:str|Path='paper_figures', # the results folder
                 presets:tuple=COMMITTED_PRESETS, # which presets to index
                 path:str|Path|None=None, # where to write it (default: <out_dir>/README.md)

@@ -276,6 +276,7 @@ def _fmt(v):
     if isinstance(v, float): return f"{v:.6g}"
     return str(v)
 
+# %% ../nbs/10a_sanity.ipynb #648184b5
 def write_sanity(rows:list, # SanityResult objects or dicts with the SANITY_COLUMNS keys
                  out_dir, # results root (e.g. 'paper_figures')
                  preset:str, # the file goes to <out_dir>/<preset>/sanity.csv

@@ -78,6 +78,7 @@ def identity_sensitivity(
     e = _norm_exponent(p, q)
     return a * (float(d) ** e) if e > 0 else a.clone()
 
+# %% ../nbs/03_sensitivity.ipynb #1e1f1eea
 def identity_maximiser(
     alpha:float, # budget in the input norm
     p_in, # input norm
@@ -227,6 +228,7 @@ def conv_power_iteration(
     with torch.no_grad(): val = spec.forward(x / x.norm()).norm()
     return NormBound(val, exact=False, method=f'power iteration ({n_iter} steps)', kind='lower')
 
+# %% ../nbs/03_sensitivity.ipynb #59fd9931
 def conv_fft_bound(
     conv, # nn.Conv2d or 4-D weight
     input_shape, # (C, H, W): the torus must be at least (H + k_h - 1) x (W + k_w - 1)
@@ -263,6 +265,7 @@ def _conv_line_norm(spec:_ConvSpec, r:float, shape, axis:str) -> Tensor:
     vals = [norms(w[:, :, a][:, :, :, b]) for a in A for b in B]
     return torch.stack(vals).max() if vals else torch.zeros((), dtype=torch.float64)
 
+# %% ../nbs/03_sensitivity.ipynb #e2515747
 def _conv_operator_norm(spec:_ConvSpec, p:float, q:float, input_shape=None, n_iter:int=0) -> NormBound:
     if input_shape is None and not (p == 1 or math.isinf(q)):
         raise ValueError(f"input_shape=(C, H, W) is required for the {p:g}->{q:g} norm of a convolution "
@@ -397,6 +400,7 @@ def _maxpool_constant(m, p):
     for kk, ss, dd in zip(k, s, d): windows *= (kk - 1) * dd // ss + 1   # windows containing one input, per axis
     return 1.0 if math.isinf(p) else windows ** (1.0 / p)
 
+# %% ../nbs/03_sensitivity.ipynb #93e98c51
 def _layer_lipschitz(m, p, shape) -> NormBound:
     if isinstance(m, nn.Linear):
         if shape[-1] != m.in_features: raise ValueError(f"Linear expects {m.in_features} features, got shape {shape}")

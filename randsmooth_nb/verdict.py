@@ -178,6 +178,7 @@ def mark_stale(rows:list, # verdict rows, as `verdicts` returns them
         out.append({**r, 'verdict': 'inconclusive', 'ours': f"stale ({'; '.join(why)}); was: {r['ours']}"} if why else r)
     return out
 
+# %% ../nbs/12a_verdict.ipynb #90cbab3c
 def write_verdict(preset_dir, # a results folder, e.g. paper_figures/quick
                   stale:dict|None=None, # notebook -> reason its result is stale: its claims become inconclusive
                  ) -> Path|None:
@@ -189,4 +190,3 @@ def write_verdict(preset_dir, # a results folder, e.g. paper_figures/quick
     text = verdict_markdown(mark_stale(verdicts(d), stale), read_rows(d/'sanity.csv'), d.name)
     if not p.exists() or p.read_text() != text: atomic_write(p, text)
     return p
-
