@@ -178,6 +178,7 @@ class _ConvSpec:
     def out_shape(self, input_shape) -> tuple:
         with torch.no_grad(): return tuple(self.forward(torch.zeros(1, *input_shape, dtype=torch.float64)).shape[1:])
 
+# %% ../nbs/03_sensitivity.ipynb #58ad3f19
 def _conv_spec(conv, stride=1, padding=0, dilation=1, groups=1) -> _ConvSpec:
     if isinstance(conv, _ConvSpec): return conv
     if isinstance(conv, nn.Conv2d): return _ConvSpec.from_module(conv)
