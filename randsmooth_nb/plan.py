@@ -386,13 +386,13 @@ def _train_rate(c:TrainConfig, hw:tuple, b:int, steps:int, dev) -> tuple:
     try: res = train(replace(c, batch_size=b, epochs=1), data, device=dev, progress=False)
     finally: h.remove()
     dt = sorted(t1 - t0 for t0, t1 in zip(stamps, stamps[1:]))
-    return dt[len(dt) // 2] / b, res.model.eval()
+    return (dt[(len(dt) - 1) // 2] + dt[len(dt) // 2]) / 2 / b, res.model.eval()   # the median: robust to one slow step
 
 # %% ../nbs/14_plan.ipynb #9f51ef41
 def calibrate_spec(config:TrainConfig, # a model of the spec: its architecture, classes, recipe, noise, batch size
                    image_hw:tuple, attack_batch:int,
                    device=None, budget_s:float=12., # seconds for this spec, roughly (CPU only: a GPU uses the preset's sizes)
-                   steps:int=2, precision:str='fp32', # of the attacks (the preset's `attack_precision`)
+                   steps:int=6, precision:str='fp32', # of the attacks (the preset's `attack_precision`)
                   ) -> dict:
     "Measured seconds per image-pass of training, attack and forward passes for one spec."
     dev, t0 = get_device(device), time.perf_counter(); cpu = dev.type != 'cuda'
@@ -422,7 +422,7 @@ def calibrate_spec(config:TrainConfig, # a model of the spec: its architecture, 
 # %% ../nbs/14_plan.ipynb #3da8c32f
 def calibrate(specs:dict, # spec key -> (TrainConfig, image_hw, attack_batch, attack precision), as `calibration_specs` lists them
               device=None, budget_s:float=24., # seconds in all, split between the specs (CPU)
-              steps:int=2, threads:int|None=None, # torch threads while measuring (None: as they are)
+              steps:int=6, threads:int|None=None, # torch threads while measuring (None: as they are)
               log=None) -> dict:
     "Measured rates for every spec on `device`; a spec that cannot be built or run records its error instead."
     dev, old = get_device(device), torch.get_num_threads()
