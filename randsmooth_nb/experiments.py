@@ -4,16 +4,18 @@
 
 # %% ../nbs/12_experiments.ipynb #ac64e2f1
 from __future__ import annotations
-import csv, io, json, math, os, time, warnings
+import ast, csv, io, json, math, os, time, warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'ATTACK_PRECISIONS', 'PRESETS', 'DEVICES', 'PARAMS', 'NOTEBOOK_PARAMS', 'TABLE1_SDS', 'SHARDED',
            'PAPER', 'NOTEBOOK_DATASET', 'NOTEBOOK_ARCH', 'NOTEBOOK_PRESET_OVERRIDES', 'STRONGEST', 'resolve_precision',
-           'attack_precision', 'Param', 'check_params', 'shard_settings', 'shard_name', 'paper_natural', 'write_table',
-           'save_figure', 'notebook_config', 'Experiment', 'make_attack', 'digest', 'figure_accuracy_vs_sd',
-           'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii', 'figure_min_norm_curves']
+           'attack_precision', 'Param', 'parameter_names', 'NotebookParams', 'check_params', 'shard_settings',
+           'shard_name', 'paper_natural', 'write_table', 'save_figure', 'notebook_config', 'Experiment', 'make_attack',
+           'digest', 'figure_accuracy_vs_sd', 'figure_ours_vs_paper', 'min_norm_rows', 'norm_radii',
+           'figure_min_norm_curves']
 
 # %% ../nbs/12_experiments.ipynb #14e76814
 import numpy as np
@@ -131,17 +133,37 @@ PARAMS = {
     'cert_n': Param(int, 'draws per image for certificates; None = preset', min=1, allow_none=True),
 }
 
-NOTEBOOK_PARAMS = {
-    'exp_fig1a': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'test_size'),
-    'exp_fig1bc': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'entropy_draws'),
-    'exp_table1': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'test_size', 'attack_size', 'eot'),
-    'exp_table2': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'test_size', 'attack_size', 'eot'),
-    'exp_cifar100': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'test_size', 'attack_size', 'eot'),
-    'exp_imagenet': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'dist', 'sd', 'epochs', 'train_size', 'test_size', 'attack_size', 'eot'),
-    'exp_first_layer': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'test_size', 'attack_size', 'eot', 'entropy_draws'),
-    'exp_eot_sweep': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sd', 'arch', 'epochs', 'train_size', 'attack_size', 'eots', 'entropy_draws'),
-    'exp_certificates': ('preset', 'seed', 'data_dir', 'out_dir', 'cache_dir', 'device', 'download', 'dist', 'sds', 'arch', 'epochs', 'train_size', 'cert_n'),
-}
+# %% ../nbs/12_experiments.ipynb #b84f2c19
+def _nbs_dir() -> Path:
+    import randsmooth_nb; return Path(randsmooth_nb.__file__).resolve().parent.parent/'nbs'
+
+def parameter_names(notebook:str, # an experiment notebook, e.g. 'exp_table1'
+                    nbs_dir:str|Path|None=None, # where it lives (None: this checkout's nbs/)
+                   ) -> tuple:
+    "The names that `notebook`'s cell tagged `parameters` assigns, in order: the one declaration of its parameters."
+    p = Path(nbs_dir or _nbs_dir())/f'{notebook}.ipynb'
+    if not p.exists(): raise FileNotFoundError(f"{p} not found: the experiment notebooks live in the repository's nbs/ (run from a clone)")
+    cells = [c for c in json.loads(p.read_text())['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    if len(cells) != 1: raise ValueError(f"{p.name} must have exactly one cell tagged 'parameters', found {len(cells)}")
+    names = []
+    for node in ast.parse(''.join(cells[0]['source'])).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return tuple(names)
+
+class NotebookParams(Mapping):
+    "Experiment notebook name -> its `parameter_names`, for every `exp_*.ipynb` in `nbs_dir`, each read on first use."
+    def __init__(self, nbs_dir:str|Path|None=None): self.nbs_dir, self._memo = nbs_dir, {}
+    def _dir(self) -> Path: return Path(self.nbs_dir or _nbs_dir())
+    def __iter__(self): return iter(sorted(p.stem for p in self._dir().glob('exp_*.ipynb')))
+    def __len__(self): return sum(1 for _ in self)
+    def __getitem__(self, notebook:str) -> tuple:
+        if notebook not in self._memo:
+            if not notebook.startswith('exp_') or not (self._dir()/f'{notebook}.ipynb').exists(): raise KeyError(notebook)
+            self._memo[notebook] = parameter_names(notebook, self._dir())
+        return self._memo[notebook]
+
+NOTEBOOK_PARAMS = NotebookParams()
 
 # %% ../nbs/12_experiments.ipynb #2350b7ea
 def check_params(notebook:str, # e.g. 'exp_table1'

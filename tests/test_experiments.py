@@ -3,8 +3,8 @@
 Every notebook runs once at preset='smoke', in the dependency order of `reproduce.NOTEBOOKS`, sharing one model and
 evaluation cache for the whole session (exp_fig1a trains the models the others reuse); then each artifact the
 notebook promises is checked: tables (rows, columns, finite numbers, the paper's values), figures, JSON manifest.
-Parameters are checked against `experiments.NOTEBOOK_PARAMS`, and bad values must fail fast with the validation
-message. The `randsmooth-reproduce` CLI is tested in tests/test_reproduce.py.
+`experiments.NOTEBOOK_PARAMS` reads each notebook's parameter names from its own `parameters` cell; the test checks that
+reading against papermill's `inspect_notebook`, and bad values must fail fast with the validation message. The `randsmooth-reproduce` CLI is tested in tests/test_reproduce.py.
 
 Set RANDSMOOTH_TEST_ALL_PARAMS=1 to run every bad parameter through papermill on every notebook (36 kernel starts,
 about 3 minutes); by default each notebook gets one of them through papermill (all four kinds are covered) and the
