@@ -312,25 +312,6 @@ class _BinarySearchAttack(Attack):
         z = z.clone(); z[torch.arange(len(y)), y] += self.confidence
         return z.argmax(1) != y
 
-    def forward(self, x, y):
-        B = x.shape[0]; dev = x.device
-        lower, upper = torch.zeros(B, device=dev), torch.full((B,), 1e10, device=dev)
-        const = torch.full((B,), self.initial_const, device=dev)
-        best_dist, best_adv = torch.full((B,), float('inf'), device=dev), x.clone()
-        self.last_iterations = []
-        for _ in range(self.binary_search_steps):
-            found = self._inner(x, y, const, best_dist, best_adv)
-            upper = torch.where(found, torch.minimum(upper, const), upper)
-            lower = torch.where(found, lower, torch.maximum(lower, const))
-            const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
-        found = torch.isfinite(best_dist)
-        if self.precision != 'fp32':      # a low-precision success may sit on the fp32 boundary: confirm it in fp32
-            best_adv, found = confirm_fp32(self.model, x, y, best_adv, found, self.eot if _noisy(self.model) else 1,
-                                           self.max_batch, self.confidence)
-        n = (best_adv - x).flatten(1).norm(p=parse_norm(self.norm), dim=1)
-        self.last_norms = torch.where(found, n, torch.full_like(n, float('inf'))).cpu()
-        return best_adv
-
     def min_norms(self, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
         "Run the attack; per input, the smallest adversarial `norm` norm found (inf where none)."
         self(x, y); return self.last_norms
@@ -339,6 +320,28 @@ class _BinarySearchAttack(Attack):
         better = ok & (dist < best_dist)
         best_dist[better] = dist[better]; best_adv[better] = cand[better]
         return better
+
+# %% ../nbs/09_attacks.ipynb #55cd734a
+@patch
+def forward(self:_BinarySearchAttack, x, y):
+    "The smallest adversarial example the search finds for each input (the input itself where none); norms in `last_norms`."
+    B = x.shape[0]; dev = x.device
+    lower, upper = torch.zeros(B, device=dev), torch.full((B,), 1e10, device=dev)
+    const = torch.full((B,), self.initial_const, device=dev)
+    best_dist, best_adv = torch.full((B,), float('inf'), device=dev), x.clone()
+    self.last_iterations = []
+    for _ in range(self.binary_search_steps):
+        found = self._inner(x, y, const, best_dist, best_adv)
+        upper = torch.where(found, torch.minimum(upper, const), upper)
+        lower = torch.where(found, lower, torch.maximum(lower, const))
+        const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
+    found = torch.isfinite(best_dist)
+    if self.precision != 'fp32':      # a low-precision success may sit on the fp32 boundary: confirm it in fp32
+        best_adv, found = confirm_fp32(self.model, x, y, best_adv, found, self.eot if _noisy(self.model) else 1,
+                                       self.max_batch, self.confidence)
+    n = (best_adv - x).flatten(1).norm(p=parse_norm(self.norm), dim=1)
+    self.last_norms = torch.where(found, n, torch.full_like(n, float('inf'))).cpu()
+    return best_adv
 
 # %% ../nbs/09_attacks.ipynb #cd604e3f
 CONFIRM_SCALES = (1.0, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0)
@@ -546,6 +549,22 @@ def _attack_name(a) -> str:
     n = type(a).__name__
     return f"{n}-{a.loss.upper()}" if isinstance(a, APGD) else n
 
+def _worst_case_batch(model:nn.Module, attacks:list, xb:torch.Tensor, yb:torch.Tensor, n:int, max_batch:int|None) -> dict:
+    "One batch of `worst_case`: run every attack, keep per input the output with the lowest expected correctness, score it on fresh draws."
+    ar = torch.arange(len(yb), device=yb.device)
+    outs = torch.stack([a(xb, yb) for a in attacks])
+    was = model.training; model.eval()
+    try:
+        sel = torch.stack([label_counts(model, o, n, max_batch)[ar, yb].double() / n for o in outs])   # (A, b)
+        win = sel.argmin(0)                                          # ties: the first attack in the list
+        xw = outs[win, ar]
+        counts = label_counts(model, xw, n, max_batch)
+        with torch.inference_mode(): single = model(xw).argmax(-1) == yb
+    finally: model.train(was)
+    return {'expected': counts[ar, yb].double() / n, 'single': single.double(), 'vote': (counts.argmax(1) == yb).double(),
+            'winner': win, 'per_attack': sel.T}
+
+# %% ../nbs/09_attacks.ipynb #e2e7c39b
 def worst_case(model:nn.Module, # the network the attacks target, inputs in [-1, 1]
                attacks:list, # attack objects called as atk(x, y), e.g. [PGD(...), APGD(..., loss='ce'), APGD(..., loss='dlr')]
                x:torch.Tensor, y:torch.Tensor,
@@ -565,22 +584,9 @@ def worst_case(model:nn.Module, # the network the attacks target, inputs in [-1,
     n_draws, batch_size = check_int('n_draws', n_draws), check_int('batch_size', batch_size)
     if isinstance(attacks[0], Attack): attacks[0]._check(x, y)
     n, dev = n_draws if _noisy(model) else 1, next(model.parameters()).device
-    parts = {k: [] for k in ('expected', 'single', 'vote', 'winner', 'per_attack')}
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev); ar = torch.arange(len(yb), device=dev)
-        outs = torch.stack([a(xb, yb) for a in attacks])
-        was = model.training; model.eval()
-        try:
-            sel = torch.stack([label_counts(model, o, n, max_batch)[ar, yb].double() / n for o in outs])   # (A, b)
-            win = sel.argmin(0)                                          # ties: the first attack in the list
-            xw = outs[win, ar]
-            counts = label_counts(model, xw, n, max_batch)
-            with torch.inference_mode(): single = model(xw).argmax(-1) == yb
-        finally: model.train(was)
-        for k, v in (('expected', counts[ar, yb].double() / n), ('single', single.double()),
-                     ('vote', (counts.argmax(1) == yb).double()), ('winner', win), ('per_attack', sel.T)):
-            parts[k].append(v.cpu())
-    p = {k: torch.cat(v) for k, v in parts.items()}; N = len(p['expected'])
+    parts = [_worst_case_batch(model, attacks, x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev), n, max_batch)
+             for i in range(0, len(x), batch_size)]
+    p = {k: torch.cat([q[k].cpu() for q in parts]) for k in parts[0]}; N = len(p['expected'])
     out = {'n': N, 'n_draws': n, 'attacks': names}
     for k in ('expected', 'single', 'vote'):
         m = p[k].mean().item()

@@ -17,7 +17,7 @@ import torch.nn as nn
 from scipy import stats
 
 # %% ../nbs/11_certify.ipynb #9e2c078e
-from .core import renamed, check_int
+from .core import patch, renamed, check_int
 from .noise import RandomizedNetwork, label_counts
 from .evaluation import clopper_pearson
 from .bounds import theorem3_radius
@@ -73,36 +73,42 @@ class Smooth:
         self.model.eval()
         return label_counts(self.model, x, n, self.max_batch).cpu()
 
-    @renamed(alpha='fail_prob')
-    def predict_batch(self, x:torch.Tensor, n:int, fail_prob:float) -> torch.Tensor:
-        "g(x) for each input of a batch; ABSTAIN where the top two counts are not significantly different at level fail_prob."
-        _check_mc(fail_prob, n=n)
-        c = self._counts(x, n)
-        top2 = c.topk(2, dim=1)
-        pv = torch.tensor([stats.binomtest(int(a), int(a + b), 0.5).pvalue if a + b > 0 else 1.0 for a, b in top2.values.tolist()])
-        return torch.where(pv <= fail_prob, top2.indices[:, 0], torch.full_like(top2.indices[:, 0], self.ABSTAIN))
+# %% ../nbs/11_certify.ipynb #6862136f
+@patch
+@renamed(alpha='fail_prob')
+def predict_batch(self:Smooth, x:torch.Tensor, n:int, fail_prob:float) -> torch.Tensor:
+    "g(x) for each input of a batch; ABSTAIN where the top two counts are not significantly different at level fail_prob."
+    _check_mc(fail_prob, n=n)
+    c = self._counts(x, n)
+    top2 = c.topk(2, dim=1)
+    pv = torch.tensor([stats.binomtest(int(a), int(a + b), 0.5).pvalue if a + b > 0 else 1.0 for a, b in top2.values.tolist()])
+    return torch.where(pv <= fail_prob, top2.indices[:, 0], torch.full_like(top2.indices[:, 0], self.ABSTAIN))
 
-    @renamed(alpha='fail_prob')
-    def predict(self, x:torch.Tensor, n:int, fail_prob:float) -> int:
-        "g(x) for one input (no batch dimension), or ABSTAIN."
-        return int(self.predict_batch(x[None], n, fail_prob)[0])
+@patch
+@renamed(alpha='fail_prob')
+def predict(self:Smooth, x:torch.Tensor, n:int, fail_prob:float) -> int:
+    "g(x) for one input (no batch dimension), or ABSTAIN."
+    return int(self.predict_batch(x[None], n, fail_prob)[0])
 
-    @renamed(alpha='fail_prob')
-    def certify_batch(self, x:torch.Tensor, n0:int, n:int, fail_prob:float):
-        "(labels, radii) for a batch; label ABSTAIN and radius 0 where no certificate holds at level fail_prob."
-        _check_mc(fail_prob, n0=n0, n=n)
-        cA = self._counts(x, n0).argmax(1)
-        c = self._counts(x, n)
-        nA = c[torch.arange(len(cA)), cA]
-        pA, _ = clopper_pearson(nA.numpy(), n, fail_prob, side='lower')
-        r = cohen_radius(torch.from_numpy(pA), self.noise) / self.unit
-        return torch.where(r > 0, cA, torch.full_like(cA, self.ABSTAIN)), r
+# %% ../nbs/11_certify.ipynb #2b9e6d6b
+@patch
+@renamed(alpha='fail_prob')
+def certify_batch(self:Smooth, x:torch.Tensor, n0:int, n:int, fail_prob:float):
+    "(labels, radii) for a batch; label ABSTAIN and radius 0 where no certificate holds at level fail_prob."
+    _check_mc(fail_prob, n0=n0, n=n)
+    cA = self._counts(x, n0).argmax(1)
+    c = self._counts(x, n)
+    nA = c[torch.arange(len(cA)), cA]
+    pA, _ = clopper_pearson(nA.numpy(), n, fail_prob, side='lower')
+    r = cohen_radius(torch.from_numpy(pA), self.noise) / self.unit
+    return torch.where(r > 0, cA, torch.full_like(cA, self.ABSTAIN)), r
 
-    @renamed(alpha='fail_prob')
-    def certify(self, x:torch.Tensor, n0:int, n:int, fail_prob:float):
-        "(label, radius) for one input (no batch dimension), as in Cohen et al.'s `Smooth.certify`."
-        lab, r = self.certify_batch(x[None], n0, n, fail_prob)
-        return int(lab[0]), float(r[0])
+@patch
+@renamed(alpha='fail_prob')
+def certify(self:Smooth, x:torch.Tensor, n0:int, n:int, fail_prob:float):
+    "(label, radius) for one input (no batch dimension), as in Cohen et al.'s `Smooth.certify`."
+    lab, r = self.certify_batch(x[None], n0, n, fail_prob)
+    return int(lab[0]), float(r[0])
 
 # %% ../nbs/11_certify.ipynb #c5b5392c
 CERTIFICATES = ('theorem3', 'cohen', 'pixeldp')

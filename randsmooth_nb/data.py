@@ -105,33 +105,37 @@ class ImageData(_Split):
         return (f"ImageData({self.label!r}: {len(self)} images {'x'.join(map(str, self.image_shape))}, "
                 f"{self.num_classes} classes, device={self.device}, fingerprint={self.fingerprint})")
 
-    @property
-    def fingerprint(self) -> str:
-        "16 hex digits of SHA-256 over the shape, the label bytes and the pixel bytes."
-        if self._fp is None:
-            h = hashlib.sha256(repr(tuple(self.x.shape)).encode())
-            h.update(self.y.detach().cpu().contiguous().numpy())
-            h.update(self.x.detach().cpu().contiguous().numpy())
-            self._fp = h.hexdigest()[:16]
-        return self._fp
-
     def _item(self, i): return self.x[i], int(self.y[i])
     def _new(self, idx):
         idx = idx.to(self.device)
         return ImageData(self.x[idx], self.y[idx], self.classes, self.name, self.label, self.source)
 
-    def to(self, device) -> ImageData:
-        "The same data on `device` (the fingerprint is kept)."
-        dev = get_device(device)
-        out = ImageData(self.x.to(dev), self.y.to(dev), self.classes, self.name, self.label, self.source)
-        out._fp = self._fp
-        return out
+# %% ../nbs/07_data.ipynb #a81d970e
+@patch(as_prop=True)
+def fingerprint(self:ImageData) -> str:
+    "16 hex digits of SHA-256 over the shape, the label bytes and the pixel bytes."
+    if self._fp is None:
+        h = hashlib.sha256(repr(tuple(self.x.shape)).encode())
+        h.update(self.y.detach().cpu().contiguous().numpy())
+        h.update(self.x.detach().cpu().contiguous().numpy())
+        self._fp = h.hexdigest()[:16]
+    return self._fp
 
-    def materialize(self, limit:int|None=None) -> ImageData:
-        "Already in memory: itself, or its first `limit` images spread over the classes (as `load_dataset`'s `limit`)."
-        if limit is None or limit >= len(self): return self
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1: raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-        return self._new(_stratified_take(self.y, limit, torch.arange(len(self)), self.num_classes).to(self.device))
+# %% ../nbs/07_data.ipynb #6eb9cc3d
+@patch
+def to(self:ImageData, device) -> ImageData:
+    "The same data on `device` (the fingerprint is kept)."
+    dev = get_device(device)
+    out = ImageData(self.x.to(dev), self.y.to(dev), self.classes, self.name, self.label, self.source)
+    out._fp = self._fp
+    return out
+
+@patch
+def materialize(self:ImageData, limit:int|None=None) -> ImageData:
+    "Already in memory: itself, or its first `limit` images spread over the classes (as `load_dataset`'s `limit`)."
+    if limit is None or limit >= len(self): return self
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1: raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    return self._new(_stratified_take(self.y, limit, torch.arange(len(self)), self.num_classes).to(self.device))
 
 # %% ../nbs/07_data.ipynb #4ac68a81
 def to_model_range(x:torch.Tensor) -> torch.Tensor:

@@ -49,25 +49,6 @@ class NoiseInjection(nn.Module):
             self.distribution = get_noise(self.dist_name, self.sd) if self.sd > 0 and self.dist_name != 'uniform' else None
         self.generator = generator
 
-    def sample(self,
-               shape:tuple, # shape of ONE draw, e.g. the input batch's shape
-               device=None, dtype=torch.float32,
-               generator:torch.Generator|None=None, # overrides the layer's generator
-               draws:int=1, # number of independent draws, concatenated along dim 0
-              ) -> torch.Tensor:
-        "`draws` independent noise tensors of `shape`, drawn one after the other and concatenated on dim 0."
-        g = generator if generator is not None else self.generator
-        shape = tuple(shape)
-        out = []
-        for _ in range(draws):     # one draw at a time: identical to `draws` separate forward passes
-            if self.dist_name == 'uniform':
-                gdev = g.device if g is not None else device
-                u = torch.rand(shape, generator=g, device=gdev, dtype=dtype)
-                out.append(((2 * u - 1) * (math.sqrt(3) * self.sd)).to(device))
-            else:
-                out.append(self.distribution.sample(shape, generator=g, device=device, dtype=dtype))
-        return out[0] if draws == 1 else torch.cat(out, 0)
-
     def forward(self, x:torch.Tensor, generator:torch.Generator|None=None, draws:int=1) -> torch.Tensor:
         "`x` plus noise; `x.shape[0]` must be `draws` times the per-draw batch size."
         if self.sd == 0: return x
@@ -79,6 +60,27 @@ class NoiseInjection(nn.Module):
         return x + noise
 
     def extra_repr(self): return f"dist={self.dist_name!r}, sd={self.sd}"
+
+# %% ../nbs/05_noise.ipynb #7d8dbd47
+@patch
+def sample(self:NoiseInjection,
+           shape:tuple, # shape of ONE draw, e.g. the input batch's shape
+           device=None, dtype=torch.float32,
+           generator:torch.Generator|None=None, # overrides the layer's generator
+           draws:int=1, # number of independent draws, concatenated along dim 0
+          ) -> torch.Tensor:
+    "`draws` independent noise tensors of `shape`, drawn one after the other and concatenated on dim 0."
+    g = generator if generator is not None else self.generator
+    shape = tuple(shape)
+    out = []
+    for _ in range(draws):     # one draw at a time: identical to `draws` separate forward passes
+        if self.dist_name == 'uniform':
+            gdev = g.device if g is not None else device
+            u = torch.rand(shape, generator=g, device=gdev, dtype=dtype)
+            out.append(((2 * u - 1) * (math.sqrt(3) * self.sd)).to(device))
+        else:
+            out.append(self.distribution.sample(shape, generator=g, device=device, dtype=dtype))
+    return out[0] if draws == 1 else torch.cat(out, 0)
 
 # %% ../nbs/05_noise.ipynb #65d4743b
 def figure_noise_levels(x:torch.Tensor, # one image (C, H, W) in [-1, 1]
@@ -152,21 +154,25 @@ class RandomizedNetwork(nn.Module):
     def norm_p(self): # deprecated name of `p`
         warnings.warn("RandomizedNetwork.norm_p is deprecated: use .p", DeprecationWarning, stacklevel=2); return self.p
 
-    def _add_noise_hook(self, module, inputs, output):
-        return self.noise(output, generator=self._gen, draws=self._draws)
+# %% ../nbs/05_noise.ipynb #192d7ca8
+@patch
+def _add_noise_hook(self:RandomizedNetwork, module, inputs, output):
+    return self.noise(output, generator=self._gen, draws=self._draws)
 
-    @contextmanager
-    def _drawing(self, generator, draws):
-        old = self._gen, self._draws
-        self._gen, self._draws = generator, draws
-        try: yield
-        finally: self._gen, self._draws = old
+@patch
+@contextmanager
+def _drawing(self:RandomizedNetwork, generator, draws):
+    old = self._gen, self._draws
+    self._gen, self._draws = generator, draws
+    try: yield
+    finally: self._gen, self._draws = old
 
-    def forward(self, x:torch.Tensor, generator:torch.Generator|None=None, draws:int=1) -> torch.Tensor:
-        "One noisy draw of the network on each row of `x` (`draws` consecutive blocks of rows when `draws>1`)."
-        with self._drawing(generator, draws):
-            if self.at == 'input': x = self.noise(x, generator=generator, draws=draws)
-            return self.base(x)
+@patch
+def forward(self:RandomizedNetwork, x:torch.Tensor, generator:torch.Generator|None=None, draws:int=1) -> torch.Tensor:
+    "One noisy draw of the network on each row of `x` (`draws` consecutive blocks of rows when `draws>1`)."
+    with self._drawing(generator, draws):
+        if self.at == 'input': x = self.noise(x, generator=generator, draws=draws)
+        return self.base(x)
 
 # %% ../nbs/05_noise.ipynb #c8a2d207
 DEFAULT_MAX_BATCH = {'cpu': 128, 'cuda': 512, 'mps': 512}   # rows per forward pass; measured in benchmarks/

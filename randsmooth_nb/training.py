@@ -37,6 +37,28 @@ PAPER_LR_VALUES = (0.1, 0.02, 0.004, 0.00008)
 PAPER_LR_FRACTIONS = (0.3, 0.6, 0.8)
 RECIPES = ('paper', 'fast')
 
+def _check_train_config(c) -> None:
+    "Raise ValueError, naming the valid choices, for an inconsistent `TrainConfig` (called on construction)."
+    if c.recipe not in RECIPES: raise ValueError(f"unknown recipe {c.recipe!r}; valid choices: {', '.join(RECIPES)}")
+    if not 0 <= c.label_smoothing < 1: raise ValueError(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
+    if c.arch not in ARCHS and not _FAST_NAME.match(c.arch): raise ValueError(f"unknown arch {c.arch!r}; valid choices: {', '.join(ARCHS)} (or 'fast-<w1>-<w2>-<w3>')")
+    if c.dist not in NOISE_DISTS: raise ValueError(f"unknown dist {c.dist!r}; valid choices: {', '.join(NOISE_DISTS)}")
+    if c.at not in NOISE_POSITIONS: raise ValueError(f"unknown at {c.at!r}; valid choices: {', '.join(NOISE_POSITIONS)}")
+    if not (c.sd >= 0 and math.isfinite(c.sd)): raise ValueError(f"sd must be >= 0, got {c.sd}")
+    for k in ('epochs', 'batch_size', 'num_classes'):
+        if int(getattr(c, k)) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(c, k)}")
+    if len(c.lr_values) != len(c.lr_fractions) + 1:
+        raise ValueError("lr_values needs exactly one more entry than lr_fractions")
+    fr = c.lr_fractions
+    if any(not (0 < f < 1) for f in fr) or list(fr) != sorted(fr):
+        raise ValueError(f"lr_fractions must be increasing and inside (0, 1), got {fr}")
+    if any(v < 0 for v in c.lr_values): raise ValueError("learning rates must be >= 0")
+    if c.adv_eps < 0 or c.adv_step < 0 or c.adv_steps < 0: raise ValueError("adv_eps, adv_step, adv_steps must be >= 0")
+    if c.adv_eps > 0 and (c.adv_steps < 1 or c.adv_step <= 0):
+        raise ValueError("adversarial training (adv_eps > 0) needs adv_steps >= 1 and adv_step > 0")
+    if c.train_size is not None and c.train_size < 1: raise ValueError("train_size must be >= 1 or None")
+
+# %% ../nbs/08_training.ipynb #a993901c
 @dataclass(frozen=True)
 class TrainConfig:
     "Everything that determines a trained model; the defaults are the paper's CIFAR-10 recipe."
@@ -65,24 +87,7 @@ class TrainConfig:
     def __post_init__(self):
         object.__setattr__(self, 'lr_values', tuple(float(v) for v in self.lr_values))
         object.__setattr__(self, 'lr_fractions', tuple(float(v) for v in self.lr_fractions))
-        if self.recipe not in RECIPES: raise ValueError(f"unknown recipe {self.recipe!r}; valid choices: {', '.join(RECIPES)}")
-        if not 0 <= self.label_smoothing < 1: raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.arch not in ARCHS and not _FAST_NAME.match(self.arch): raise ValueError(f"unknown arch {self.arch!r}; valid choices: {', '.join(ARCHS)} (or 'fast-<w1>-<w2>-<w3>')")
-        if self.dist not in NOISE_DISTS: raise ValueError(f"unknown dist {self.dist!r}; valid choices: {', '.join(NOISE_DISTS)}")
-        if self.at not in NOISE_POSITIONS: raise ValueError(f"unknown at {self.at!r}; valid choices: {', '.join(NOISE_POSITIONS)}")
-        if not (self.sd >= 0 and math.isfinite(self.sd)): raise ValueError(f"sd must be >= 0, got {self.sd}")
-        for k in ('epochs', 'batch_size', 'num_classes'):
-            if int(getattr(self, k)) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if len(self.lr_values) != len(self.lr_fractions) + 1:
-            raise ValueError("lr_values needs exactly one more entry than lr_fractions")
-        fr = self.lr_fractions
-        if any(not (0 < f < 1) for f in fr) or list(fr) != sorted(fr):
-            raise ValueError(f"lr_fractions must be increasing and inside (0, 1), got {fr}")
-        if any(v < 0 for v in self.lr_values): raise ValueError("learning rates must be >= 0")
-        if self.adv_eps < 0 or self.adv_step < 0 or self.adv_steps < 0: raise ValueError("adv_eps, adv_step, adv_steps must be >= 0")
-        if self.adv_eps > 0 and (self.adv_steps < 1 or self.adv_step <= 0):
-            raise ValueError("adversarial training (adv_eps > 0) needs adv_steps >= 1 and adv_step > 0")
-        if self.train_size is not None and self.train_size < 1: raise ValueError("train_size must be >= 1 or None")
+        _check_train_config(self)
 
     @property
     def adversarial(self) -> bool: return self.adv_eps > 0
