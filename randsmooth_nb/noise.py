@@ -175,7 +175,7 @@ def forward(self:RandomizedNetwork, x:torch.Tensor, generator:torch.Generator|No
         return self.base(x)
 
 # %% ../nbs/05_noise.ipynb #c8a2d207
-DEFAULT_MAX_BATCH = {'cpu': 128, 'cuda': 512, 'mps': 512}   # rows per forward pass; measured in benchmarks/
+DEFAULT_MAX_BATCH = {'cpu': 128, 'cuda': 512, 'mps': 512}   # rows per pass: defaults for any machine (why: above); `max_batch` overrides
 
 def default_max_batch(device) -> int:
     "Rows per forward pass used when `max_batch` is not given, for `device` (a tensor's device)."
