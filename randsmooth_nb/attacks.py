@@ -7,10 +7,10 @@ from __future__ import annotations
 import math, warnings
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'PGD_NORMS', 'APGD_LOSSES', 'CONFIRM_SCALES', 'EAD_RULES', 'ce_rows', 'eot_loss_grad',
-           'eot_mean_logits_grad', 'Attack', 'PGD', 'dlr_loss', 'apgd_checkpoints', 'APGD', 'margin', 'confirm_fp32',
-           'CarliniWagnerL2', 'ead_shrink', 'EAD', 'robust_accuracy_curve', 'accuracy_under_attack', 'worst_case',
-           'figure_attack_examples']
+__all__ = ['PRECISIONS', 'PGD_NORMS', 'APGD_LOSSES', 'AUTO_CONST_FACTOR', 'CONFIRM_SCALES', 'EAD_RULES', 'ce_rows',
+           'eot_loss_grad', 'eot_mean_logits_grad', 'Attack', 'PGD', 'dlr_loss', 'apgd_checkpoints', 'APGD', 'margin',
+           'linearised_const', 'confirm_fp32', 'CarliniWagnerL2', 'ead_shrink', 'EAD', 'robust_accuracy_curve',
+           'accuracy_under_attack', 'worst_case', 'figure_attack_examples']
 
 # %% ../nbs/09_attacks.ipynb #6bb626ff
 import torch
@@ -304,7 +304,10 @@ class _BinarySearchAttack(Attack):
     def __init__(self, model, steps, binary_search_steps, lr, initial_const, confidence, eot, max_batch, abort_early, precision):
         super().__init__(model, eot, max_batch, precision)
         self.steps, self.binary_search_steps = check_int('steps', steps), check_int('binary_search_steps', binary_search_steps)
-        self.lr, self.initial_const = check_number('lr', lr), check_number('initial_const', initial_const)
+        if isinstance(initial_const, str) and initial_const != 'auto':
+            raise ValueError(f"initial_const must be a number > 0 or 'auto', got {initial_const!r}")
+        self.lr = check_number('lr', lr)
+        self.initial_const = initial_const if initial_const == 'auto' else check_number('initial_const', initial_const)
         self.confidence = check_number('confidence', confidence, strict=False)
         self.abort_early, self.last_norms, self.last_iterations = bool(abort_early), None, None
 
@@ -327,7 +330,7 @@ def forward(self:_BinarySearchAttack, x, y):
     "The smallest adversarial example the search finds for each input (the input itself where none); norms in `last_norms`."
     B = x.shape[0]; dev = x.device
     lower, upper = torch.zeros(B, device=dev), torch.full((B,), 1e10, device=dev)
-    const = torch.full((B,), self.initial_const, device=dev)
+    const = self._start_const(x, y)
     best_dist, best_adv = torch.full((B,), float('inf'), device=dev), x.clone()
     self.last_iterations = []
     for _ in range(self.binary_search_steps):
@@ -342,6 +345,24 @@ def forward(self:_BinarySearchAttack, x, y):
     n = (best_adv - x).flatten(1).norm(p=parse_norm(self.norm), dim=1)
     self.last_norms = torch.where(found, n, torch.full_like(n, float('inf'))).cpu()
     return best_adv
+
+# %% ../nbs/09_attacks.ipynb #8bbb0dea
+AUTO_CONST_FACTOR = 10.0   # start this far past the linearised boundary constant (an algorithm choice, see above)
+
+def linearised_const(model:nn.Module, x:torch.Tensor, y:torch.Tensor,
+                     eot:int=1, # noise draws for the mean logits
+                     confidence:float=0.0, # kappa: the margin to reach below zero
+                     max_batch:int|None=None, precision:str='fp32') -> torch.Tensor:
+    "Per input, c* = 2 (m + kappa) / ||g||^2: where the linearised C&W optimum reaches the boundary (0 where already misclassified)."
+    _, m, g = eot_mean_logits_grad(model, x, eot, lambda z: margin(z, y, confidence), max_batch, precision=precision)
+    return (2 * (m.detach() + confidence).clamp_min(0) / g.flatten(1).pow(2).sum(1).clamp_min(1e-30)).to(x.dtype)
+
+@patch
+def _start_const(self:_BinarySearchAttack, x, y) -> torch.Tensor:
+    "The first constant of each input's search: `initial_const`, or `AUTO_CONST_FACTOR` x `linearised_const` for 'auto'."
+    if self.initial_const != 'auto': return torch.full((x.shape[0],), float(self.initial_const), device=x.device)
+    c = linearised_const(self.model, x, y, self.eot if _noisy(self.model) else 1, self.confidence, self.max_batch, self.precision)
+    return (AUTO_CONST_FACTOR * c).clamp(1e-6, 1e8)
 
 # %% ../nbs/09_attacks.ipynb #cd604e3f
 CONFIRM_SCALES = (1.0, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0)
@@ -392,7 +413,7 @@ class CarliniWagnerL2(_BinarySearchAttack):
                  steps:int=60, # Adam steps per binary-search step (paper: 60 in Table 1, 30 in Table 2)
                  binary_search_steps:int=9,
                  lr:float=0.01, # Adam learning rate
-                 initial_const:float=1e-3, # starting value of c
+                 initial_const:float|str='auto', # first c: 'auto' (per input, from the linearised problem) or a number (reference code: 1e-3)
                  confidence:float=0.0, # kappa
                  eot:int=80, # noise draws per step
                  max_batch:int|None=None,

@@ -50,7 +50,7 @@ PRESETS = {
     'paper': dict(
         dataset='cifar10', arch='wrn-28-10', dropout=0.3, epochs=200, batch_size=400, train_size=None, test_size=10_000,
         eot=80, pgd_eps=0.06, pgd_step=0.006, pgd_steps=20, cw_steps=60, cw_steps_table2=30, ead_steps=60,
-        binary_search_steps=9, initial_const=1e-3, attack_size=1000, attack_batch=100, n_vote=100,
+        binary_search_steps=9, initial_const=1e-3, cw_initial_const='auto', attack_size=1000, attack_batch=100, n_vote=100,
         entropy_draws=10_000, entropy_size=1000, cert_n0=100, cert_n=100_000, cert_size=500,
         sd_grid=(0.01, 0.05, 0.1, 0.2, 0.32, 0.5), bound_sds=(0.1, 0.2, 0.32, 0.5),
         eot_grid=(1, 10, 80, 320), eot_size=500, first_layer_sds=(0.1, 0.32, 0.5),
@@ -411,7 +411,7 @@ def attack(self:Experiment, kind:str, noisy:bool=True, **over) -> dict:
     if kind == 'pgd': a = dict(kind='pgd', eps=c['pgd_eps'], step=c['pgd_step'], steps=c['pgd_steps'], norm='linf', eot=eot)
     elif kind == 'pgd_l2': a = dict(kind='pgd', eps=0.25, step=0.025, steps=c['pgd_steps'], norm='l2', eot=eot)
     elif kind == 'cw': a = dict(kind='cw', steps=c['cw_steps'], binary_search_steps=c['binary_search_steps'], lr=0.01,
-                                initial_const=c['initial_const'], eot=eot)
+                                initial_const=c.get('cw_initial_const', c['initial_const']), eot=eot)
     elif kind == 'ead': a = dict(kind='ead', beta=1e-2, steps=c['ead_steps'], binary_search_steps=c['binary_search_steps'],
                                  lr=0.01, decision_rule='EN', initial_const=c['initial_const'], eot=eot)
     else: raise ValueError(f"unknown attack kind {kind!r}; valid choices: pgd, pgd_l2, cw, ead")

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from randsmooth_nb.attacks import (EAD, PGD, CarliniWagnerL2, accuracy_under_attack, eot_loss_grad, eot_mean_logits_grad,
-                                   margin)
+                                   linearised_const, margin)
 from randsmooth_nb.evaluation import guaranteed_accuracy_curve
 from randsmooth_nb.models import TinyCNN
 from randsmooth_nb.noise import NoiseInjection, RandomizedNetwork, label_counts
@@ -399,3 +399,33 @@ def test_eot_mean_logits_grad_grouped_is_brute_force_per_group(eot, B, per, at, 
         torch.testing.assert_close(z[s:s + per], zs.detach(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(val[s:s + per], vs.detach(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(g[s:s + per], gs, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), d=st.integers(2, 24), k=st.integers(2, 5))
+def test_cw_auto_start_exact_on_linear(seed, d, k):
+    """On a linear classifier the minimal l2 distance to the nearest other class is exact (min over classes of
+    m_j / ||w_y - w_j||); C&W started at 'auto' never beats it (soundness) and lands within 5 % of it (median; 25 % for
+    every input farther than Adam's step size), and its first
+    search step breaks every input; `linearised_const` equals 2 m / ||g||^2 for the runner-up class."""
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(d, k, bias=False)
+    with torch.no_grad(): lin.weight.copy_(torch.randn(k, d, generator=g))
+    x = (torch.rand(8, d, generator=g) - 0.5) * 0.2
+    with torch.no_grad(): z = lin(x)
+    y = z.argmax(1)
+    diff = lin.weight[y][:, None, :] - lin.weight[None]                      # (B, k, d): w_y - w_j
+    gap = (z.gather(1, y[:, None]) - z).detach()                              # m_j = z_y - z_j >= 0
+    dist = (gap / diff.norm(dim=2).clamp_min(1e-12)).masked_fill(torch.nn.functional.one_hot(y, k).bool(), math.inf)
+    exact = dist.min(1).values.detach()
+    j = z.masked_fill(torch.nn.functional.one_hot(y, k).bool(), -math.inf).argmax(1)   # runner-up
+    gr = (lin.weight[y] - lin.weight[j]).detach()
+    torch.testing.assert_close(linearised_const(lin, x, y),
+                               2 * gap.gather(1, j[:, None]).squeeze(1) / gr.pow(2).sum(1), rtol=1e-4, atol=1e-7)
+    one = CarliniWagnerL2(lin, eot=1, binary_search_steps=1)(x, y)
+    assert bool((lin(one).argmax(1) != y).all())
+    atk = CarliniWagnerL2(lin, eot=1); atk(x, y)
+    r = atk.last_norms / exact
+    assert bool((r >= 1 - 1e-3).all()), r
+    far = exact > 0.02          # nearer than this, Adam's first steps (lr 0.01 per coordinate in tanh space) overshoot anyway
+    if far.any(): assert bool((r[far] <= 1.25).all()) and float(r[far].median()) <= 1.05, r
