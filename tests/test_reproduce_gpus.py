@@ -147,7 +147,7 @@ def test_interrupt_stops_every_notebook_process(tmp_path):
     t0 = time.time()               # both kernels are executing once papermill has written both notebooks' running copies
     while len(list(running.glob('.*.running.ipynb'))) < 2 and time.time() - t0 < 120: time.sleep(0.5)
     time.sleep(2); p.send_signal(signal.SIGINT)                      # Ctrl-C to the parent alone
-    assert p.wait(60) != 0
+    assert p.wait(120) != 0                                           # generous: kernels start slowly late in a full test run
     t0 = time.time()
     while _marked(marker) and time.time() - t0 < 30: time.sleep(0.5)
     assert not _marked(marker), 'notebook processes or kernels outlived the interrupted run'
