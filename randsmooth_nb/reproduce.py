@@ -19,7 +19,7 @@ __all__ = ['THEORY_FIGURES', 'THEORY_LABEL', 'LAYOUTS', 'NOTEBOOKS', 'CIFAR10_NO
 # %% ../nbs/13_reproduce.ipynb #2c65be87
 from .core import atomic_write, run_manifest, get_device, hardware_label, config_hash, default_cache_dir
 from .core import _json_default
-from .experiments import PRESET_NAMES, PRESETS, save_figure, shard_settings, shard_name
+from .experiments import PRESET_NAMES, PRESETS, save_figure, shard_settings, shard_name, _nbs_dir
 from .data import is_imagefolder, cifar_fault, load_dataset, _CIFAR
 
 # %% ../nbs/13_reproduce.ipynb #dd7e790c
@@ -545,7 +545,7 @@ def reproduce(preset:str='quick', # paper | quick | smoke
     slots = _slots(gpus, workers, device)
     for name, d in (('data_dir', data_dir), ('cifar100_dir', cifar100_dir), ('imagenet_dir', imagenet_dir)):
         if d and not Path(d).expanduser().is_dir(): raise FileNotFoundError(f"{name} {d!r} is not a directory")
-    nbs = Path(nbs_dir) if nbs_dir else Path(__file__).resolve().parent.parent/'nbs'
+    nbs = Path(nbs_dir) if nbs_dir else _nbs_dir()
     order = [n for n in NOTEBOOKS if n in (asked or NOTEBOOKS)]
     missing = [n for n in order if not (nbs/f"{n}.ipynb").exists()]
     if missing: raise FileNotFoundError(f"experiment notebooks not found in {nbs}: {', '.join(missing)} (run from a clone of the repository or pass nbs_dir)")
