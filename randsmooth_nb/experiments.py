@@ -618,14 +618,34 @@ def strongest(self:Experiment, model, x, y, noisy:bool=True, norm:str='linf') ->
 
 # %% ../nbs/12_experiments.ipynb #3f11deea
 @patch
-def sanity_correct(self:Experiment, model, x, y, attack:dict|None=None) -> torch.Tensor:
-    "Per-input expected correctness (`sanity.expected_correct`, `n_vote` draws) on clean inputs or at `attack`'s output, cached."
+def sanity_result(self:Experiment, model, x, y, attack:dict|None=None) -> dict:
+    """Per input, the expected correctness (`sanity.expected_correct`, `n_vote` draws) on clean inputs or at `attack`'s
+    output ('correct') and, for a minimum-norm attack, its smallest adversarial norm ('norms', inf where none; else None), cached."""
     def run(partial):
         from randsmooth_nb.sanity import expected_correct, attacked_correct
         kw = dict(n_draws=self.cfg['n_vote'], batch_size=self.cfg['attack_batch'])
-        return (attacked_correct(model, _build_attack(model, attack), x, y, **kw) if attack else expected_correct(model, x, y, **kw)).tolist()
-    return torch.tensor(self.cached('sanity', self._key(model, x, y, attack=attack or {}), run), dtype=torch.float64)
+        if not attack: return {'correct': expected_correct(model, x, y, **kw).tolist(), 'norms': None}
+        atk = _build_attack(model, attack); p = attacked_correct(model, atk, x, y, **kw)
+        n = getattr(atk, 'last_norms', None)
+        return {'correct': p.tolist(), 'norms': None if n is None else [v if math.isfinite(v) else None for v in n.tolist()]}
+    r = self.cached('sanity_attack' if attack else 'sanity', self._key(model, x, y, attack=attack or {}), run)
+    norms = None if r['norms'] is None else torch.tensor([math.inf if v is None else v for v in r['norms']], dtype=torch.float64)
+    return {'correct': torch.tensor(r['correct'], dtype=torch.float64), 'norms': norms}
 
+@patch
+def sanity_correct(self:Experiment, model, x, y, attack:dict|None=None) -> torch.Tensor:
+    "`sanity_result`'s per-input expected correctness."
+    return self.sanity_result(model, x, y, attack)['correct']
+
+@patch
+def converged(self:Experiment, model, x, y, attack:dict, label:str, model_name:str=''):
+    "Check (c) for `attack` on (x, y): its steps doubled; C&W and EAD judged on their norms (`sanity.check_converged`)."
+    from randsmooth_nb.sanity import check_converged
+    r1, r2 = self.sanity_result(model, x, y, attack), self.sanity_result(model, x, y, {**attack, 'steps': 2 * attack['steps']})
+    norms = None if r1['norms'] is None or r2['norms'] is None else (r1['norms'], r2['norms'])
+    return check_converged(r1['correct'], r2['correct'], 'steps', label, model_name, norms=norms)
+
+# %% ../nbs/12_experiments.ipynb #38e7d827
 @patch
 def eps_curve(self:Experiment, model, x, y, noisy:bool=True) -> dict:
     "Check (b)'s curve: `sanity.pgd_eps_curve` over `sanity_eps`, with PGD's steps and EoT, cached."

@@ -3,15 +3,16 @@ measurements behind them on the tiny trained networks of conftest, and the merge
 (The smoke run of exp_table1 writing sanity.csv is checked in test_experiments.py, which runs the notebooks once.)"""
 import csv, math
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 import torch.nn as nn
 
-from randsmooth_nb.attacks import PGD, eot_loss_grad
+from randsmooth_nb.attacks import PGD, CarliniWagnerL2, eot_loss_grad
 from randsmooth_nb.noise import RandomizedNetwork, NoiseInjection
 from randsmooth_nb.sanity import (SANITY_COLUMNS, SanityResult, expected_correct, attacked_correct, mean_se,
                                   check_breaks_undefended, pgd_eps_curve, check_eps_monotone, check_eps_one,
                                   check_converged, eot_loss_trace, check_loss_rises, check_guarantee_below_attack,
-                                  run_check, write_sanity, read_sanity)
+                                  run_check, write_sanity, read_sanity, NORM_SHRINK_TOL)
 
 
 @pytest.fixture(scope='module')
@@ -113,6 +114,36 @@ def test_c_unconverged_attack_fails(toy):
     assert not r.passed and r.check == 'c_eot'
     with pytest.raises(ValueError, match='valid choices: steps, eot'): check_converged((0.4, 0.1), (0.4, 0.1), 'lr', 'PGD')
 
+
+
+def test_c_min_norm_judged_on_norms(toy):
+    "C&W on the noise-free linear toy: a run that has converged passes on its norms; one cut at 3 steps does not."
+    m, x, y = toy
+    clean = RandomizedNetwork(m.base, NoiseInjection('gaussian', 0.0))
+    def run(steps, bs):
+        a = CarliniWagnerL2(clean, steps=steps, binary_search_steps=bs, lr=0.05, eot=1, abort_early=False)
+        return attacked_correct(clean, a, x, y, 1), a.last_norms
+    (b, n1), (d, n2) = run(100, 6), run(200, 6)
+    r = check_converged(b, d, 'steps', 'C&W', norms=(n1, n2))
+    assert r.passed and r.figures['found'] == 1.0, r
+    w = m.base[1].weight; z = m.base(x)                     # the exact minimal l2 distance to another class
+    exact = torch.stack([(z[i, y[i]] - z[i]).div((w[y[i]] - w).norm(dim=1)).masked_fill(torch.arange(3) == y[i], math.inf).min()
+                         for i in range(len(y))])
+    assert (n2 / exact).median() < 1.05, (n2 / exact).median()
+    (b, n1), (d, n2) = run(3, 2), run(6, 2)
+    r = check_converged(b, d, 'steps', 'C&W', norms=(n1, n2))
+    assert not r.passed and 'not converged' in r.detail, r
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.01, 10.0), min_size=5, max_size=40), st.floats(0.5, 1.5), st.floats(0.0, 1.0))
+def test_c_min_norm_tolerance_property(norms, f, acc):
+    "Norms scaled by f with the accuracy unchanged: (c) passes exactly when they shrink by at most NORM_SHRINK_TOL."
+    if abs((1 - f) - NORM_SHRINK_TOL) < 1e-3: return
+    n = torch.tensor(norms, dtype=torch.float64)
+    r = check_converged((acc, 0.05), (acc, 0.05), 'steps', 'C&W', norms=(n, n * f))
+    assert r.passed == (1 - f <= NORM_SHRINK_TOL), (f, r.detail)
+    assert math.isclose(r.value, 1 - f, abs_tol=1e-9)
 
 # (d)
 class _Downhill(PGD):
