@@ -9,7 +9,7 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['WRN_VARIANTS', 'ARCHS', 'PreActBlock', 'AuthorsBlock', 'WideResNet', 'count_parameters', 'TinyCNN', 'FastConvNet',
-           'patch_whitening', 'fit_whitening', 'inception_resnet_v2', 'build_model', 'input_size', 'check_input_fits',
+           'patch_whitening', 'inception_resnet_v2', 'build_model', 'input_size', 'check_input_fits',
            'train_throughput', 'figure_model_zoo']
 
 # %% ../nbs/06_models.ipynb #dc738bc8
@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% ../nbs/06_models.ipynb #00ed3d5d
-from .core import get_device
+from .core import get_device, patch
 
 # %% ../nbs/06_models.ipynb #921989e6
 def _conv(cin, cout, k, stride=1):
@@ -196,15 +196,14 @@ def patch_whitening(x:torch.Tensor, # (N, C, H, W) inputs the stem will see
     w = (V.T / torch.sqrt(ev.clamp(min=0)[:, None] + eps)).reshape(-1, C, patch, patch).flip(0)
     return torch.cat([w, -w])
 
-def fit_whitening(model:FastConvNet, x:torch.Tensor, eps:float=5e-4) -> FastConvNet:
-    "Set the stem of `model` to whiten the patches of `x` (works through a first-layer normalization too)."
-    if not model.whiten: raise ValueError("this FastConvNet was built with whiten=False: its stem is trained, not fitted")
-    w = patch_whitening(x, model.patch, eps).to(model.stem.weight.device)
-    p = model.stem.parametrizations.weight.original if hasattr(model.stem, 'parametrizations') else model.stem.weight
-    with torch.no_grad(): p.copy_(w.to(p.dtype)); model.stem.bias.zero_()
-    return model
-
-FastConvNet.fit_whitening = fit_whitening
+@patch
+def fit_whitening(self:FastConvNet, x:torch.Tensor, eps:float=5e-4) -> FastConvNet:
+    "Set the stem of this network to whiten the patches of `x` (works through a first-layer normalization too)."
+    if not self.whiten: raise ValueError("this FastConvNet was built with whiten=False: its stem is trained, not fitted")
+    w = patch_whitening(x, self.patch, eps).to(self.stem.weight.device)
+    p = self.stem.parametrizations.weight.original if hasattr(self.stem, 'parametrizations') else self.stem.weight
+    with torch.no_grad(): p.copy_(w.to(p.dtype)); self.stem.bias.zero_()
+    return self
 
 # %% ../nbs/06_models.ipynb #9f0c772c
 def inception_resnet_v2(
