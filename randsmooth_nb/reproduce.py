@@ -4,17 +4,18 @@
 
 # %% ../nbs/13_reproduce.ipynb #34137aa0
 from __future__ import annotations
-import argparse, contextlib, hashlib, importlib, inspect, json, os, re, shutil, signal, subprocess, sys, tempfile, time
+import argparse, ast, contextlib, hashlib, importlib, inspect, json, os, re, shutil, signal, subprocess, sys, tempfile, textwrap, time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['THEORY_FIGURES', 'THEORY_LABEL', 'LAYOUTS', 'NOTEBOOKS', 'CIFAR10_NOTEBOOKS', 'COMMITTED_PRESETS', 'NEEDS', 'CHILD',
-           'json_text', 'write_if_changed', 'portable', 'make_portable_file', 'make_portable', 'theory_inputs',
-           'theory_up_to_date', 'theory_figures', 'DataUnavailable', 'ways_out', 'layout_problem', 'cache_places',
-           'resolve_data', 'requirement', 'load_status', 'notebook_inputs', 'run_notebook', 'publish', 'check_gpus',
-           'worker_env', 'ready', 'run_child', 'Outcome', 'add_shards', 'reproduce', 'write_index', 'main']
+           'json_text', 'write_if_changed', 'portable', 'make_portable_file', 'make_portable', 'code_hash',
+           'theory_inputs', 'theory_up_to_date', 'theory_figures', 'DataUnavailable', 'ways_out', 'layout_problem',
+           'cache_places', 'resolve_data', 'requirement', 'load_status', 'notebook_inputs', 'run_notebook', 'publish',
+           'check_gpus', 'worker_env', 'ready', 'run_child', 'Outcome', 'add_shards', 'reproduce', 'write_index',
+           'main']
 
 # %% ../nbs/13_reproduce.ipynb #2c65be87
 from .core import atomic_write, run_manifest, get_device, hardware_label, config_hash, default_cache_dir
@@ -98,12 +99,14 @@ THEORY_FIGURES = {'renyi_orders': ('divergences', 'figure_renyi_orders'), 'renyi
                   'guaranteed_accuracy_toy': ('bounds', 'figure_guaranteed_accuracy_toy')}
 THEORY_LABEL = 'theory (exact computations, no data)'
 
+def code_hash(obj) -> str:
+    "SHA-256 of the code of a module or function: its syntax tree, so comments and layout (nbdev's cell markers) do not count."
+    return hashlib.sha256(ast.dump(ast.parse(textwrap.dedent(inspect.getsource(obj)))).encode()).hexdigest()
+
 def theory_inputs() -> str:
-    "Hash of what the theory figures depend on: their modules' source, `save_figure`'s, the figure list and title."
-    src = {m: hashlib.sha256(inspect.getsource(importlib.import_module(f'randsmooth_nb.{m}')).encode()).hexdigest()
-           for m in sorted({m for m, _ in THEORY_FIGURES.values()})}
-    return config_hash({'figures': THEORY_FIGURES, 'label': THEORY_LABEL, 'modules': src,
-                        'save_figure': hashlib.sha256(inspect.getsource(save_figure).encode()).hexdigest()})
+    "Hash of what the theory figures depend on: their modules' code, `save_figure`'s, the figure list and title."
+    src = {m: code_hash(importlib.import_module(f'randsmooth_nb.{m}')) for m in sorted({m for m, _ in THEORY_FIGURES.values()})}
+    return config_hash({'figures': THEORY_FIGURES, 'label': THEORY_LABEL, 'modules': src, 'save_figure': code_hash(save_figure)})
 
 def theory_up_to_date(out_dir:str|Path='paper_figures') -> bool:
     "Whether `<out_dir>/theory/` holds every figure, drawn from the current inputs."
