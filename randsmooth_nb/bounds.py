@@ -186,6 +186,7 @@ def _noise_dim(noise, dim, needed:bool, what:str):
         return None
     return _as_dim(dim)
 
+# %% ../nbs/04_bounds.ipynb #dd654117
 def _check_noise(noise):
     if not isinstance(noise, (Gaussian, Laplace)):
         raise ValueError(f"noise must be a Gaussian, DiagonalGaussian or Laplace instance, got {type(noise).__name__}")

@@ -216,6 +216,7 @@ def sanity(self:Work, m, imgs, attack:dict|None=None):
     "`Experiment.sanity_correct` (`sanity.expected_correct` at the attack's output): `n_vote` draws (1 without noise)."
     self._add('sanity', m, imgs, attack or {}, self._atk(attack, imgs[1]) + Passes(forward=self._n(m) * imgs[1]))
 
+# %% ../nbs/14_plan.ipynb #5cdab28c
 @patch
 def eps_curve(self:Work, m, imgs, noisy:bool=True):
     "`Experiment.eps_curve` (`sanity.pgd_eps_curve`): PGD and scoring at every radius of `sanity_eps`."
@@ -266,6 +267,7 @@ def _table1(w:Work):
             base = setting(kind, noisy); w.sanity(m, xs, base); w.sanity(m, xs, {**base, 'steps': 2 * base['steps']})
         for kind in ('pgd', 'apgd_ce'): w.loss_trace(m, xs, setting(kind, noisy))
 
+# %% ../nbs/14_plan.ipynb #305dcb90
 def _table2(w:Work):
     ex, c = w.ex, w.cfg
     x, xa = w.images(), w.images(c['attack_size'])
@@ -306,6 +308,7 @@ def _eot_sweep(w:Work):
         for kind in ('pgd', 'pgd_l2'):
             for e in list(eots) + [c['eot'], 2 * c['eot']]: w.accuracy(m, xa, ex.attack(kind, eot=int(e)))   # the sweep, then check (c)
 
+# %% ../nbs/14_plan.ipynb #89da2404
 def _certificates(w:Work):
     ex, c = w.ex, w.cfg
     xc, n = w.images(c['cert_size']), c['cert_n'] if ex.params.get('cert_n') is None else ex.params['cert_n']

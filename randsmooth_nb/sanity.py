@@ -139,6 +139,7 @@ def pgd_eps_curve(model:nn.Module, x:torch.Tensor, y:torch.Tensor,
         acc.append(a); se.append(s)
     return {'eps': eps, 'accuracy': acc, 'se': se, 'n': len(x), 'steps': steps, 'eot': eot, 'norm': norm}
 
+# %% ../nbs/10a_sanity.ipynb #05672fc2
 def check_eps_monotone(curve:dict, # {'eps', 'accuracy', 'se'} (e.g. from `pgd_eps_curve`)
                        attack:str='PGD', model:str='', z:float=2.0) -> SanityResult:
     "(b): accuracy does not rise between any two radii by more than `z` standard errors of the difference."

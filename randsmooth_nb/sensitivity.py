@@ -421,6 +421,7 @@ def _layer_lipschitz(m, p, shape) -> NormBound:
         return NormBound(sc.max(), method='BatchNorm (eval)')
     raise ValueError(f"unsupported layer {type(m).__name__} (or in training mode); supported: {_SUPPORTED_LAYERS}")
 
+# %% ../nbs/03_sensitivity.ipynb #5e63ee14
 def network_lipschitz(
     modules, # an nn.Module, nn.Sequential or list of layers, applied in order
     p, # the l_p norm used on every intermediate space (and on the input)
