@@ -60,7 +60,7 @@ PRESETS = {
     'quick': dict(
         dataset='cifar10', arch='fast-64-128-128', recipe='fast', dropout=0.0, epochs=10, noisy_epochs=7, batch_size=1024, train_size=None,
         test_size=2000, madry_overrides=dict(adv_steps=2, adv_step=0.625 * 16 / 255),
-        eot=16, pgd_eps=0.06, pgd_step=0.006, pgd_steps=20, cw_steps=20, cw_steps_table2=20, ead_steps=20,
+        eot=16, pgd_eps=0.06, pgd_step=0.006, pgd_steps=20, cw_steps=40, cw_steps_table2=20, ead_steps=20,
         binary_search_steps=4, initial_const=1.0, attack_size=200, attack_batch=100, n_vote=32,
         entropy_draws=500, entropy_size=200, cert_n0=50, cert_n=1000, cert_size=100,
         sd_grid=(0.01, 0.1, 0.32, 0.5), bound_sds=(0.1, 0.32, 0.5),

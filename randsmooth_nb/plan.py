@@ -241,7 +241,6 @@ def certify(self:Work, m, imgs, n0:int, n:int):
     "`certify.certify_all`: n0 + n draws per image."
     self._add('certify', m, imgs, {'n0': n0, 'n': n}, Passes(forward=(n0 + n) * imgs[1]))
 
-
 # %% ../nbs/14_plan.ipynb #ea06d57d
 def _fig1a(w:Work):
     x = w.images()
