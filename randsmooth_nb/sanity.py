@@ -182,6 +182,7 @@ def check_converged(base, # per-input expected correctness at the budget, or (ac
     With `norms` (C&W, EAD) the attack's own objective decides: converged when doubling finds adversarial examples for no
     more inputs (beyond `z` s.e.) and shrinks their median norm by at most `norm_tol`, and the accuracy does not fall."""
     if knob not in CONVERGENCE_KNOBS: raise ValueError(f"unknown knob {knob!r}; valid choices: {', '.join(CONVERGENCE_KNOBS)}")
+    if not 0 <= norm_tol < 1: raise ValueError(f"norm_tol must be a fraction in [0, 1), got {norm_tol!r}")
     (a1, s1), (a2, s2) = _acc_se(base), _acc_se(doubled)
     diff, tol = a2 - a1, z * math.hypot(s1, s2)
     acc = f"accuracy {a1:.3f} -> {a2:.3f} with {knob} doubled ({diff:+.3f}, {'within' if abs(diff) <= tol else 'beyond'} {z:g} s.e. = {tol:.3f})"
