@@ -519,6 +519,19 @@ def robust_accuracy_curve(norms, # per input, the smallest adversarial norm foun
     return out
 
 
+# %% ../nbs/09_attacks.ipynb #4730804b
+def _attack_batch(model:nn.Module, attack:Attack|None, xb:torch.Tensor, yb:torch.Tensor, n_vote:int) -> dict:
+    "One batch of `accuracy_under_attack`: attack, then per input one noisy pass, the vote of `n_vote` draws and the sizes."
+    xa = attack(xb, yb) if attack is not None else xb
+    model.eval()
+    with torch.inference_mode(): single = model(xa).argmax(-1) == yb
+    counts = label_counts(model, xa, n_vote)
+    d, norms = (xa - xb).flatten(1), getattr(attack, 'last_norms', None)
+    return {'single': single.int().tolist(), 'vote': (counts.argmax(-1) == yb).int().tolist(),
+            'p_correct': (counts[torch.arange(len(yb)), yb].double() / n_vote).tolist(),
+            'min_norms': [v if math.isfinite(v) else None for v in norms.tolist()] if norms is not None else [],
+            'l2': d.norm(dim=1).tolist(), 'linf': d.abs().amax(1).tolist(), 'l1': d.abs().sum(1).tolist()}
+
 # %% ../nbs/09_attacks.ipynb #2330bde8
 def accuracy_under_attack(model:nn.Module,
                           attack:Attack|None, # None: natural accuracy
@@ -543,18 +556,7 @@ def accuracy_under_attack(model:nn.Module,
     starts = list(range(len(st['single']), N, batch_size))
     for i in tqdm(starts, disable=not progress, desc='attack', mininterval=5):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        xa = attack(xb, yb) if attack is not None else xb
-        model.eval()
-        with torch.inference_mode():
-            single = (model(xa).argmax(-1) == yb)
-        counts = label_counts(model, xa, n_vote)
-        vote = counts.argmax(-1) == yb
-        d = (xa - xb).flatten(1)
-        st['single'] += single.int().tolist(); st['vote'] += vote.int().tolist()
-        st['p_correct'] += (counts[torch.arange(len(yb)), yb].double() / n_vote).tolist()
-        norms = getattr(attack, 'last_norms', None)
-        if norms is not None: st['min_norms'] += [v if math.isfinite(v) else None for v in norms.tolist()]
-        st['l2'] += d.norm(dim=1).tolist(); st['linf'] += d.abs().amax(1).tolist(); st['l1'] += d.abs().sum(1).tolist()
+        for k, v in _attack_batch(model, attack, xb, yb, n_vote).items(): st[k] += v
         if state_path is not None: atomic_write_json(state_path, st)
     s, v = torch.tensor(st['single'], dtype=torch.float64), torch.tensor(st['vote'], dtype=torch.float64)
     se = lambda p: math.sqrt(max(p * (1 - p), 0) / max(N, 1))
@@ -563,7 +565,6 @@ def accuracy_under_attack(model:nn.Module,
     return {'n': N, 'acc_single': acc_s, 'se_single': se(acc_s), 'acc_vote': acc_v, 'se_vote': se(acc_v),
             'median_l2': med('l2'), 'median_linf': med('linf'), 'median_l1': med('l1'), 'n_vote': n_vote,
             'p_correct': st['p_correct'], 'min_norms': st['min_norms'] if len(st['min_norms']) == N else None}
-
 
 # %% ../nbs/09_attacks.ipynb #df17d6ea
 def _attack_name(a) -> str:

@@ -663,26 +663,28 @@ class FolderBatches(_EpochBatches):
         self.data, self.y, self.num_workers, self.prefetch_factor = data, data.y, num_workers, prefetch_factor
         self._samples = _FolderSamples(data, tuple(scale), tuple(ratio))
 
-    def epoch(self,
-              epoch:int=0,
-              seed:int|None=None, # default: the constructor's seed
-              start:int=0, # first batch index (resume)
-             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        "Yield (x in [-1, 1] float32, y int64) on the device for batches `start`, ..., len(self)-1 of `epoch`."
-        seed = self._epoch_seed(epoch, seed, start)
-        sampler = _EpochSampler(self.permutation(epoch, seed).tolist(), len(self.y), self.batch_size, len(self), start,
-                                ('folder-aug', seed, epoch) if self.augment else None)
-        pin, nw = self.device.type == 'cuda', self.num_workers
-        loader = torch.utils.data.DataLoader(self._samples, batch_sampler=sampler, num_workers=nw, pin_memory=pin,
-                                             prefetch_factor=self.prefetch_factor if nw else None,
-                                             generator=torch.Generator().manual_seed(_derive_seed('loader', seed, epoch)))
-        it = iter(loader)
-        try:
-            for xb, yb in it:
-                xb = to_model_range(xb.to(self.device, non_blocking=pin))
-                if self.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
-                yield xb, yb.to(self.device, non_blocking=pin)
-        finally: del it   # shuts the workers down when an epoch is abandoned
+# %% ../nbs/07_data.ipynb #851f072f
+@patch
+def epoch(self:FolderBatches,
+          epoch:int=0,
+          seed:int|None=None, # default: the constructor's seed
+          start:int=0, # first batch index (resume)
+         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    "Yield (x in [-1, 1] float32, y int64) on the device for batches `start`, ..., len(self)-1 of `epoch`."
+    seed = self._epoch_seed(epoch, seed, start)
+    sampler = _EpochSampler(self.permutation(epoch, seed).tolist(), len(self.y), self.batch_size, len(self), start,
+                            ('folder-aug', seed, epoch) if self.augment else None)
+    pin, nw = self.device.type == 'cuda', self.num_workers
+    loader = torch.utils.data.DataLoader(self._samples, batch_sampler=sampler, num_workers=nw, pin_memory=pin,
+                                         prefetch_factor=self.prefetch_factor if nw else None,
+                                         generator=torch.Generator().manual_seed(_derive_seed('loader', seed, epoch)))
+    it = iter(loader)
+    try:
+        for xb, yb in it:
+            xb = to_model_range(xb.to(self.device, non_blocking=pin))
+            if self.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, yb.to(self.device, non_blocking=pin)
+    finally: del it   # shuts the workers down when an epoch is abandoned
 
 # %% ../nbs/07_data.ipynb #7ceb7bd2
 def make_batches(

@@ -15,7 +15,7 @@ __all__ = ['THEORY_FIGURES', 'THEORY_LABEL', 'LAYOUTS', 'NOTEBOOKS', 'CIFAR10_NO
            'theory_inputs', 'theory_up_to_date', 'theory_figures', 'DataUnavailable', 'ways_out', 'layout_problem',
            'cache_places', 'resolve_data', 'requirement', 'load_status', 'notebook_inputs', 'run_notebook', 'publish',
            'check_gpus', 'worker_env', 'ready', 'run_child', 'Outcome', 'add_shards', 'reproduce', 'write_index',
-           'main']
+           'arg_parser', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #2c65be87
 from .core import atomic_write, run_manifest, get_device, hardware_label, config_hash, default_cache_dir
@@ -636,9 +636,9 @@ def write_index(out_dir:str|Path='paper_figures', # the results folder
     write_if_changed(path, "\n".join(lines) + "\n")
     return path
 
-# %% ../nbs/13_reproduce.ipynb #a2ac5e7d
-def main(argv=None):
-    "Console entry point `randsmooth-reproduce`."
+# %% ../nbs/13_reproduce.ipynb #b76f4790
+def arg_parser() -> argparse.ArgumentParser:
+    "The arguments of `randsmooth-reproduce` (what `--help` prints)."
     ap = argparse.ArgumentParser(prog='randsmooth-reproduce', description="Regenerate every table and figure of Pinot et al. (2019) into paper_figures/.")
     ap.add_argument('--preset', default='quick', choices=PRESET_NAMES, help="paper (GPU, the paper's settings), quick (~1 h on a 2-core CPU), smoke (seconds, synthetic data)")
     ap.add_argument('--data-dir', default=os.environ.get('DATA_DIR', ''), help=f'CIFAR-10 directory (env DATA_DIR): {LAYOUTS}. Default: the cache')
@@ -655,6 +655,12 @@ def main(argv=None):
     ap.add_argument('--workers', type=int, default=None, metavar='N', help='run N notebook processes side by side on the current device (default 1; --gpus implies one per id)')
     ap.add_argument('--plan', action='store_true', help='print what the preset will cost per notebook (models to train or cached, passes, ETA on --device from a short calibration) and exit without running anything')
     ap.add_argument('--plan-budget', type=float, default=24.0, metavar='SECONDS', help="seconds for --plan's calibration on a CPU, roughly (0: pass counts only, no ETA)")
+    return ap
+
+# %% ../nbs/13_reproduce.ipynb #a2ac5e7d
+def main(argv=None):
+    "Console entry point `randsmooth-reproduce`."
+    ap = arg_parser()
     try:
         a = ap.parse_args(argv)
         if a.seed < 0: ap.error('--seed must be >= 0')

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from .core import patch
 
 # %% ../nbs/03_sensitivity.ipynb #a6a8de13
 _NORM_CHOICES = "1, 2, inf (or 'l1', 'l2', 'linf', 'inf', float('inf')), or any real p >= 1"
@@ -165,18 +166,22 @@ class _ConvSpec:
             raise ValueError(f"only zero padding is supported (padding_mode='zeros'), got padding_mode={m.padding_mode!r}")
         return cls(m.weight, m.stride, m.padding, m.dilation, m.groups)
 
-    def forward(self, x:Tensor) -> Tensor:
-        "The linear part (no bias) applied to a batch `x` of shape (N, C, H, W)."
-        return F.conv2d(x, self.w.to(x.dtype), None, self.stride, self.padding, self.dilation, self.groups)
+# %% ../nbs/03_sensitivity.ipynb #cc00fcaa
+@patch
+def forward(self:_ConvSpec, x:Tensor) -> Tensor:
+    "The linear part (no bias) applied to a batch `x` of shape (N, C, H, W)."
+    return F.conv2d(x, self.w.to(x.dtype), None, self.stride, self.padding, self.dilation, self.groups)
 
-    def pads(self, H:int, W:int) -> tuple:
-        "Leading (top, left) zero padding in pixels."
-        if self.padding == 'valid': return (0, 0)
-        if self.padding == 'same': return tuple(((k - 1)) // 2 for k in self.k_eff)
-        return self.padding
+@patch
+def pads(self:_ConvSpec, H:int, W:int) -> tuple:
+    "Leading (top, left) zero padding in pixels."
+    if self.padding == 'valid': return (0, 0)
+    if self.padding == 'same': return tuple(((k - 1)) // 2 for k in self.k_eff)
+    return self.padding
 
-    def out_shape(self, input_shape) -> tuple:
-        with torch.no_grad(): return tuple(self.forward(torch.zeros(1, *input_shape, dtype=torch.float64)).shape[1:])
+@patch
+def out_shape(self:_ConvSpec, input_shape) -> tuple:
+    with torch.no_grad(): return tuple(self.forward(torch.zeros(1, *input_shape, dtype=torch.float64)).shape[1:])
 
 # %% ../nbs/03_sensitivity.ipynb #58ad3f19
 def _conv_spec(conv, stride=1, padding=0, dilation=1, groups=1) -> _ConvSpec:

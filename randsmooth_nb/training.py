@@ -17,7 +17,7 @@ __all__ = ['PAPER_LR_VALUES', 'PAPER_LR_FRACTIONS', 'RECIPES', 'FAST_RECIPE', 'F
            'TrainConfig', 'madry_config', 'piecewise_lr', 'fast_config', 'learning_rate', 'build_network',
            'pgd_linf_train', 'accuracy', 'TrainResult', 'make_optimizer', 'fit_stem', 'Lookahead', 'OneProcess',
            'TrainState', 'setup_training', 'save_checkpoint', 'restore_checkpoint', 'train_step', 'end_epoch',
-           'compile_problem', 'fast_kernels', 'train', 'FileLock', 'model_key', 'get_model']
+           'compile_problem', 'fast_kernels', 'train_steps', 'train', 'FileLock', 'model_key', 'get_model']
 
 # %% ../nbs/08_training.ipynb #f90fe3b0
 import torch
@@ -389,6 +389,36 @@ def fast_kernels(s:TrainState, # the run (only `s.model` and `s.device` are used
     try: yield s
     finally: s.model, torch.backends.cudnn.benchmark = plain, bench
 
+# %% ../nbs/08_training.ipynb #cc00fcaa
+def train_steps(s:TrainState, # a set-up (and possibly restored) run; `s.step` is where it goes on from
+                ex:ImageData|None=None, # images evaluated after every epoch (None: none)
+                run_dir:Path|None=None, # where `end_epoch` writes its log (None: nowhere)
+                ckpt:Path|None=None, # the checkpoint file, written at every epoch end (None: no checkpoints)
+                ckpt_every_steps:int|None=None, # also checkpoint every this many steps
+                stop_after_steps:int|None=None, # stop (after checkpointing) once this many global steps are done
+                bar=None, # a tqdm bar advanced by one per step (None: no progress shown)
+                compile:bool=False, # see `fast_kernels`
+               ) -> str:
+    "The loop of `train` (course22p2's `fit`): steps and epoch ends up to `s.total`; 'finished', or 'interrupted' at `stop_after_steps`."
+    s.model.train(); it = None
+    with fast_kernels(s, compile):                        # cuDNN autotuning on CUDA; the compiled step if asked for
+        while s.step < s.total:
+            epoch, k = divmod(s.step, s.spe)
+            if it is None or k == 0: it = iter(s.batches.epoch(epoch, seed=s.config.seed, start=k))
+            lr = train_step(s, *next(it))
+            if bar is not None: bar.update(1)
+            if s.step % s.spe == 0:
+                row = end_epoch(s, lr, ex, run_dir)
+                if bar is not None: bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
+                                                    test=f"{row['test_acc']:.3f}" if row['test_acc'] is not None else '-')
+                save_checkpoint(s, ckpt)
+            elif ckpt_every_steps and s.step % ckpt_every_steps == 0: save_checkpoint(s, ckpt)
+            if stop_after_steps is not None and stop_after_steps <= s.step < s.total:
+                if s.step % s.spe: save_checkpoint(s, ckpt)
+                return 'interrupted'
+    return 'finished'
+
+
 # %% ../nbs/08_training.ipynb #2ca6ba50
 def train(config:TrainConfig,
           train_data:ImageData|FolderData, # training images: in memory, or a streamed image folder (ImageNet)
@@ -415,21 +445,7 @@ def train(config:TrainConfig,
     ex = test_data.subset(min(eval_size, len(test_data)), seed=0).materialize() if test_data is not None else None
     bar = tqdm(total=s.total, initial=s.step, disable=not (progress and s.par.main), mininterval=5, dynamic_ncols=True,
                desc=f"train {config.arch} {config.dist} sd={config.sd}")
-    s.model.train(); it = None; status = 'finished'
-    with fast_kernels(s, compile):                        # cuDNN autotuning on CUDA; the compiled step if asked for
-        while s.step < s.total:
-            epoch, k = divmod(s.step, s.spe)
-            if it is None or k == 0: it = iter(s.batches.epoch(epoch, seed=config.seed, start=k))
-            lr = train_step(s, *next(it)); bar.update(1)
-            if s.step % s.spe == 0:
-                row = end_epoch(s, lr, ex, run_dir)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
-                                test=f"{row['test_acc']:.3f}" if row['test_acc'] is not None else '-')
-                save_checkpoint(s, ckpt)
-            elif ckpt_every_steps and s.step % ckpt_every_steps == 0: save_checkpoint(s, ckpt)
-            if stop_after_steps is not None and stop_after_steps <= s.step < s.total:
-                if s.step % s.spe: save_checkpoint(s, ckpt)
-                status = 'interrupted'; break
+    status = train_steps(s, ex, run_dir, ckpt, ckpt_every_steps, stop_after_steps, bar, compile)
     bar.close()
     s.model.eval(); net = s.par.unwrap(s.model).eval()
     return TrainResult(net, config, s.history, run_dir, status, s.step, time.time() - t0, s.prev_time + time.time() - t0,
