@@ -191,16 +191,17 @@ def _check_noise(noise):
     if not isinstance(noise, (Gaussian, Laplace)):
         raise ValueError(f"noise must be a Gaussian, DiagonalGaussian or Laplace instance, got {type(noise).__name__}")
 
+@renamed(norm='p')
 def theorem1_epsilon(
     noise:ExpFamilyNoise, # Gaussian / DiagonalGaussian (second statement) or Laplace (first statement)
-    sensitivity, # Delta^{A,B}_alpha of the layers before the noise, measured in `norm` (float or tensor, >= 0)
+    sensitivity, # the sensitivity of the layers before the noise (the paper's Delta), measured in the l_p norm (float or tensor, >= 0)
     order:float=1.0, # Renyi order lambda in [1, inf]
-    norm=2, # the norm B in which `sensitivity` is measured
-    dim:int|None=None, # dimension d of the noise (required for Laplace, and for the Gaussian when norm > 2)
+    p=2, # the order of the norm (the paper's B) in which `sensitivity` is measured: a number >= 1 or 'inf'
+    dim:int|None=None, # dimension d of the noise (required for Laplace, and for the Gaussian when p > 2)
 ) -> Tensor:
     "Theorem 1's $\\epsilon$: $M$ is $d_{R,\\lambda}$-$(\\alpha,\\epsilon)$ robust. Gaussian: $\\lambda\\Delta_2^2/(2\\sigma_{min})$; Laplace: $\\|\\theta\\|_2\\,\\omega_t(\\Delta)$ (all orders)."
     _check_noise(noise)
-    lam, B, D = _check_order(order), parse_norm(norm), _as_alpha(sensitivity, 'sensitivity')
+    lam, B, D = _check_order(order), parse_norm(p), _as_alpha(sensitivity, 'sensitivity')
     if isinstance(noise, Gaussian):
         d = _noise_dim(noise, dim, needed=B > 2, what=f'converting an l_{B:g} sensitivity to l_2')
         D2 = identity_sensitivity(D, B, 2, d or 1)

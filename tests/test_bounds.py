@@ -251,7 +251,7 @@ def test_bad_inputs_raise_valueerror_naming_range():
     with pytest.raises(ValueError, match='sd must be > 0'): Gaussian(0.0)
     with pytest.raises(ValueError, match='sd must be > 0'): Laplace(-1.0)
     with pytest.raises(ValueError, match='valid choices'): exact_renyi_sup(Gaussian(1.0), 0.1, 'l7x')
-    with pytest.raises(ValueError, match='valid choices'): theorem1_epsilon(Gaussian(1.0), 0.1, norm=0.5)
+    with pytest.raises(ValueError, match='valid choices'): theorem1_epsilon(Gaussian(1.0), 0.1, p=0.5)
     with pytest.raises(ValueError, match=r'\[0, 1\]'): theorem3_certified(torch.tensor([1.2, 0.1]), 0.1, 2.0)
     with pytest.raises(ValueError, match=r'\[0, 1\]'): theorem3_radius(torch.tensor([float('nan'), 0.1]), Gaussian(1.), 2)
     with pytest.raises(ValueError, match=r'\[0, inf\]'): exact_renyi_sup(Gaussian(1.0), -0.1, 2)
