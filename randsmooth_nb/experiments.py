@@ -663,9 +663,9 @@ def loss_trace(self:Experiment, model, x, y, attack:dict) -> dict:
 
 @patch
 def write_sanity(self:Experiment, results:list):
-    "Merge `results` into <out_dir>/<preset>/sanity.csv, record the file as an artifact, print the verdicts."
+    "Merge `results` into <out_dir>/<preset>/sanity.csv as this notebook's rows, record the file as an artifact, print the verdicts."
     from randsmooth_nb.sanity import write_sanity, summarize
-    p = write_sanity(results, self.params['out_dir'], self.preset)
+    p = write_sanity(results, self.params['out_dir'], self.preset, self.name)
     if str(p) not in self.artifacts: self.artifacts.append(str(p))
     print(summarize(results))
     return p

@@ -584,6 +584,7 @@ def _sanity_lines(d:Path, preset:str) -> list:
     out = [f"**{len(bad)} of {len(rows)} sanity checks failed (preset `{preset}`):**", ""]
     for r in bad:
         what = ' · '.join(str(r.get(k) or '') for k in ('check', 'attack', 'model') if r.get(k))
+        if r.get('notebook'): what += f" ({r['notebook']})"
         out.append(f"- **{what}: value {r.get('value', '')}, threshold {r.get('threshold', '')}" + (f" — {r['detail']}" if r.get('detail') else '') + "**")
     return out + [""]
 

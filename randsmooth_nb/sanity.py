@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SANITY_COLUMNS', 'CHECKS', 'CONVERGENCE_KNOBS', 'NORM_SHRINK_TOL', 'SanityResult', 'expected_correct',
-           'attacked_correct', 'mean_se', 'check_breaks_undefended', 'pgd_eps_curve', 'check_eps_monotone',
-           'check_eps_one', 'check_converged', 'ce_loss', 'eot_loss', 'eot_loss_trace', 'check_loss_rises',
-           'check_guarantee_below_attack', 'run_check', 'read_sanity', 'write_sanity', 'figure_eps_curves',
-           'figure_loss_traces', 'summarize']
+__all__ = ['SANITY_COLUMNS', 'SANITY_FILE_COLUMNS', 'CHECKS', 'CONVERGENCE_KNOBS', 'NORM_SHRINK_TOL', 'SanityResult',
+           'expected_correct', 'attacked_correct', 'mean_se', 'check_breaks_undefended', 'pgd_eps_curve',
+           'check_eps_monotone', 'check_eps_one', 'check_converged', 'ce_loss', 'eot_loss', 'eot_loss_trace',
+           'check_loss_rises', 'check_guarantee_below_attack', 'run_check', 'read_sanity', 'write_sanity',
+           'figure_eps_curves', 'figure_loss_traces', 'summarize']
 
 # %% ../nbs/10a_sanity.ipynb #bf96cf2e
 import torch
@@ -26,7 +26,8 @@ from .core import atomic_write, check_int
 from .noise import sample_logits, label_counts
 
 # %% ../nbs/10a_sanity.ipynb #23e7e920
-SANITY_COLUMNS = ('check', 'attack', 'model', 'passed', 'value', 'threshold', 'detail')
+SANITY_COLUMNS = ('check', 'attack', 'model', 'passed', 'value', 'threshold', 'detail')   # one check's row
+SANITY_FILE_COLUMNS = ('notebook',) + SANITY_COLUMNS   # sanity.csv: the notebook that wrote each row, then the row
 
 CHECKS = {
     'a_breaks_undefended': "(a) at the preset's budget the attack brings the undefended network to <= 2 % (unbounded C&W/EAD: <= 1 %)",
@@ -302,11 +303,12 @@ def _locked(path:Path):
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def read_sanity(path) -> list:
-    "Rows of a sanity.csv as dicts (strings, as written); [] when the file does not exist."
+    "Rows of a sanity.csv as dicts (strings, as written; `notebook` is '' in a file older than that column); [] when there is no file."
     p = Path(path)
     if not p.exists(): return []
-    with open(p, newline='') as f: rows = list(csv.DictReader(f))
-    if rows and tuple(rows[0]) != SANITY_COLUMNS: raise ValueError(f"{p} has columns {list(rows[0])}, expected {list(SANITY_COLUMNS)}")
+    with open(p, newline='') as f: rd = csv.DictReader(f); rows = list(rd); cols = tuple(rd.fieldnames or ())
+    if cols == SANITY_COLUMNS: return [{'notebook': '', **r} for r in rows]
+    if cols not in (SANITY_FILE_COLUMNS, ()): raise ValueError(f"{p} has columns {list(cols)}, expected {list(SANITY_FILE_COLUMNS)}")
     return rows
 
 def _fmt(v):
@@ -315,26 +317,36 @@ def _fmt(v):
     return str(v)
 
 # %% ../nbs/10a_sanity.ipynb #648184b5
-def write_sanity(rows:list, # SanityResult objects or dicts with the SANITY_COLUMNS keys
+def _sanity_key(r): return (r['check'], r['attack'], r['model'])
+
+def write_sanity(rows:list, # SanityResult objects or dicts with the SANITY_COLUMNS keys (and optionally 'notebook')
                  out_dir, # results root (e.g. 'paper_figures')
                  preset:str, # the file goes to <out_dir>/<preset>/sanity.csv
+                 notebook:str='', # the notebook the rows come from (a row's own 'notebook' key wins): they replace all its earlier rows
                 ) -> Path:
-    "Merge `rows` into <out_dir>/<preset>/sanity.csv (key: check, attack, model), atomically."
+    "Merge `rows` into <out_dir>/<preset>/sanity.csv, atomically: each notebook's rows replace the rows it wrote before."
     if not isinstance(preset, str) or not preset or os.sep in preset or preset in ('.', '..'):
         raise ValueError(f"preset must be a plain name such as 'paper', 'quick' or 'smoke', got {preset!r}")
     new = [r.row() if isinstance(r, SanityResult) else dict(r) for r in rows]
     for r in new:
-        if set(r) != set(SANITY_COLUMNS): raise ValueError(f"a sanity row needs exactly the keys {', '.join(SANITY_COLUMNS)}; got {', '.join(r)}")
+        if set(r) - {'notebook'} != set(SANITY_COLUMNS): raise ValueError(f"a sanity row needs exactly the keys {', '.join(SANITY_COLUMNS)} (and optionally notebook); got {', '.join(r)}")
+        r['notebook'] = str(r.get('notebook') or notebook)
     path = Path(out_dir)/preset/'sanity.csv'
     with _locked(path):
         try: old = read_sanity(path)
         except ValueError as e: warnings.warn(f"{e}: replacing it"); old = []
-        merged = {(r['check'], r['attack'], r['model']): r for r in old}
-        for r in new: merged[(r['check'], r['attack'], r['model'])] = {k: _fmt(r[k]) for k in SANITY_COLUMNS}
-        buf = io.StringIO(); w = csv.DictWriter(buf, SANITY_COLUMNS, lineterminator='\n'); w.writeheader()
-        for r in merged.values(): w.writerow(r)
+        groups, keys = {}, {_sanity_key(r) for r in new}
+        for r in old: groups.setdefault(r['notebook'], []).append(r)
+        if '' in groups: groups[''] = [r for r in groups[''] if _sanity_key(r) not in keys]   # rows from before the notebook column
+        for nb in {r['notebook'] for r in new} - {''}: groups[nb] = []                       # a notebook's rerun replaces all its rows
+        for r in new:
+            g = groups.setdefault(r['notebook'], []); g[:] = [o for o in g if _sanity_key(o) != _sanity_key(r)] + [r]
+        buf = io.StringIO(); w = csv.DictWriter(buf, SANITY_FILE_COLUMNS, lineterminator='\n'); w.writeheader()
+        for g in groups.values():
+            for r in g: w.writerow({k: _fmt(r[k]) for k in SANITY_FILE_COLUMNS})
         atomic_write(path, buf.getvalue())
     return path
+
 
 # %% ../nbs/10a_sanity.ipynb #d99159f4
 def figure_eps_curves(curves:dict, # label -> `pgd_eps_curve` output

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from randsmooth_nb.attacks import PGD, CarliniWagnerL2, eot_loss_grad
 from randsmooth_nb.noise import RandomizedNetwork, NoiseInjection
-from randsmooth_nb.sanity import (SANITY_COLUMNS, SanityResult, expected_correct, attacked_correct, mean_se,
+from randsmooth_nb.sanity import (SANITY_COLUMNS, SANITY_FILE_COLUMNS, SanityResult, expected_correct, attacked_correct, mean_se,
                                   check_breaks_undefended, pgd_eps_curve, check_eps_monotone, check_eps_one,
                                   check_converged, eot_loss_trace, check_loss_rises, check_guarantee_below_attack,
                                   run_check, write_sanity, read_sanity, NORM_SHRINK_TOL)
@@ -195,7 +195,7 @@ def test_write_sanity_merges_by_key(tmp_path):
     write_sanity([check_breaks_undefended(0.0, 'EAD', unbounded=True),                     # replaces its own row
                   check_eps_one({'eps': [1.0], 'accuracy': [0.0], 'se': [0.0]}, model='gaussian 0.5')], tmp_path, 'smoke')
     with open(p, newline='') as f: rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(SANITY_COLUMNS) == ['check', 'attack', 'model', 'passed', 'value', 'threshold', 'detail']
+    assert list(rows[0]) == list(SANITY_FILE_COLUMNS) == ['notebook', 'check', 'attack', 'model', 'passed', 'value', 'threshold', 'detail']
     assert [(r['check'], r['attack'], r['model'], r['passed']) for r in rows] == [
         ('a_breaks_undefended', 'PGD', 'no noise', 'True'), ('a_breaks_undefended', 'EAD', 'no noise', 'True'),
         ('b_eps_one', 'PGD', 'gaussian 0.5', 'True')]
@@ -203,6 +203,28 @@ def test_write_sanity_merges_by_key(tmp_path):
     assert sorted(f.name for f in p.parent.iterdir()) == ['.sanity.csv.lock', 'sanity.csv']     # no temporary file left
     write_sanity([check_breaks_undefended(0.0, 'PGD')], tmp_path, 'paper')                       # presets do not mix
     assert len(read_sanity(tmp_path/'paper'/'sanity.csv')) == 1 and len(read_sanity(p)) == 3
+
+
+def test_a_notebooks_rerun_replaces_all_its_rows(tmp_path):
+    write_sanity([check_breaks_undefended(0.0, 'C&W-20', unbounded=True), check_breaks_undefended(0.0, 'PGD-20')], tmp_path, 'quick', 'exp_table1')
+    write_sanity([check_breaks_undefended(0.0, 'C&W-20', unbounded=True)], tmp_path, 'quick', 'exp_table2')   # same key, other notebook
+    p = write_sanity([check_breaks_undefended(0.3, 'C&W-40', unbounded=True)], tmp_path, 'quick', 'exp_table1')  # relabelled rerun
+    got = [(r['notebook'], r['attack'], r['passed']) for r in read_sanity(p)]
+    assert got == [('exp_table1', 'C&W-40', 'False'), ('exp_table2', 'C&W-20', 'True')]                  # nothing stale of exp_table1
+    rows = [dict(r, notebook='exp_fig1bc') for r in read_sanity(p)]                                      # a row's own notebook wins
+    write_sanity(rows[:1], tmp_path, 'quick', 'ignored')
+    assert {r['notebook'] for r in read_sanity(p)} == {'exp_table1', 'exp_table2', 'exp_fig1bc'}
+
+
+def test_reads_and_migrates_a_file_without_the_notebook_column(tmp_path):
+    old = tmp_path/'quick'/'sanity.csv'; old.parent.mkdir()
+    old.write_text(','.join(SANITY_COLUMNS) + '\n' + 'a_breaks_undefended,PGD-20,no noise,True,0,0.02,x\n'
+                   + 'c_eot,PGD-20,gaussian 0.5,True,0,0.1,y\n')
+    assert [(r['notebook'], r['check']) for r in read_sanity(old)] == [('', 'a_breaks_undefended'), ('', 'c_eot')]
+    write_sanity([check_breaks_undefended(0.5, 'PGD-20')], tmp_path, 'quick', 'exp_table1')             # replaces the legacy row by key
+    rows = read_sanity(old)
+    assert [(r['notebook'], r['check'], r['passed']) for r in rows] == [('', 'c_eot', 'True'), ('exp_table1', 'a_breaks_undefended', 'False')]
+    assert old.read_text().splitlines()[0] == ','.join(SANITY_FILE_COLUMNS)
 
 
 def test_write_sanity_bad_input(tmp_path):
