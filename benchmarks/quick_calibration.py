@@ -1,6 +1,6 @@
 """Calibration of the `quick` preset (issue 12): accuracy and time of candidate networks and attack budgets.
 
-    .venv/bin/python benchmarks/quick_calibration.py train [--data-dir D] [--cifar100-dir D]
+    .venv/bin/python benchmarks/quick_calibration.py train [--data-dir D] [--cifar100-dir D] [--only NAME,...]
     .venv/bin/python benchmarks/quick_calibration.py attack MODEL SPEC [SPEC ...]
 
 `train` trains (or loads from the model cache, through `training.get_model`) the fast-recipe candidates: no noise,
@@ -23,11 +23,14 @@ from randsmooth_nb.sanity import expected_correct, mean_se
 from randsmooth_nb.training import FAST_RECIPE, fast_config, get_model, madry_config
 
 CACHE = Path('~/.cache/randsmooth').expanduser()
-CANDIDATES = {  # name -> (dataset, training-config overrides of FAST_RECIPE); the quick preset trains exactly these
+CANDIDATES = {  # name -> (dataset, training-config overrides of FAST_RECIPE); the quick preset trains the first four
     'c10-none': ('cifar10', dict(num_classes=10)),
     'c10-laplace0.5': ('cifar10', dict(num_classes=10, dist='laplace', sd=0.5)),
     'c10-madry-pgd2': ('cifar10', dict(num_classes=10, madry=True, adv_steps=2, adv_step=0.625 * 16 / 255)),
     'c100-none': ('cifar100', dict(num_classes=100)),
+    # wider last group (64/128/256): nearly free on this CPU (its convolutions run at 8x8 and 4x4); 2026-12-06 candidates
+    'c10-none-w256': ('cifar10', dict(num_classes=10, arch='fast-64-128-256')),
+    'c100-none-w256': ('cifar100', dict(num_classes=100, arch='fast-64-128-256')),
 }
 
 
@@ -38,7 +41,10 @@ def record(out:Path, rec:dict):
 
 def train(args):
     dirs = {'cifar10': args.data_dir, 'cifar100': args.cifar100_dir}
-    for name, (ds, kw) in CANDIDATES.items():
+    only = args.only.split(',') if args.only else list(CANDIDATES)
+    if set(only) - set(CANDIDATES): raise SystemExit(f"unknown candidate(s) {sorted(set(only) - set(CANDIDATES))}; valid: {', '.join(CANDIDATES)}")
+    for name in only:
+        ds, kw = CANDIDATES[name]
         tr, te = load_dataset(ds, 'train', dirs[ds]), load_dataset(ds, 'test', dirs[ds])
         kw = dict(kw, seed=args.seed); madry = kw.pop('madry', False)
         cfg = madry_config(**{**FAST_RECIPE, **kw}) if madry else fast_config(**kw)
@@ -84,7 +90,7 @@ if __name__ == '__main__':
     ap.add_argument('--seed', type=int, default=0); ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--out', type=Path, default=Path('quick_calibration.jsonl'))
     sub = ap.add_subparsers(dest='cmd', required=True)
-    sub.add_parser('train')
+    sub.add_parser('train').add_argument('--only', default='', help=f"comma-separated candidates (default all): {', '.join(CANDIDATES)}")
     p = sub.add_parser('attack'); p.add_argument('model'); p.add_argument('specs', nargs='+')
     args = ap.parse_args(); torch.set_num_threads(args.threads)
     train(args) if args.cmd == 'train' else attack(args)
