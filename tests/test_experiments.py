@@ -99,14 +99,15 @@ def _fig1a(out):
     return ['fig1a_accuracy_vs_sd']
 
 STRONGEST = 'strongest (PGD ∪ APGD-CE ∪ APGD-DLR)'
-SANITY_COLS = ['check', 'attack', 'model', 'passed', 'value', 'threshold', 'detail']
+SANITY_COLS = ['notebook', 'check', 'attack', 'model', 'passed', 'value', 'threshold', 'detail']
 
 def check_sanity(out, notebook_checks, models):
     "sanity.csv has exactly the promised columns, this notebook's checks for `models`, no check that could not run, and (a) passes."
     rows = read_csv(out/'sanity.csv')
     assert rows and list(rows[0]) == SANITY_COLS
-    assert len({(r['check'], r['attack'], r['model']) for r in rows}) == len(rows)          # one row per key after merging
+    assert len({(r['notebook'], r['check'], r['attack'], r['model']) for r in rows}) == len(rows)   # one row per key after merging
     for r in rows:
+        assert r['notebook'].startswith('exp_'), r                                                 # every row names its notebook
         assert r['passed'] in ('True', 'False') and not r['detail'].startswith('check could not run'), r
         num(r['value']); num(r['threshold'])
     for c in notebook_checks:
